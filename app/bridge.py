@@ -1,0 +1,283 @@
+"""The event bridge: platform events in, Celery task messages out.
+
+For each message on the inbox queue:
+
+1. decode and validate it (`app.inbound`); a bad one is parked;
+2. claim its event key in Redis: a key seen before is a duplicate, acked;
+3. publish the task messages the route table names, with confirms;
+4. record the event as queued, and only then acknowledge it.
+
+A crash anywhere before step 4 leaves the message unacknowledged, so the
+broker delivers it again; the claim then sees a `received` record on a
+redelivered message and processes it again, with the same task ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+import redis.asyncio
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from app.celery_app import create_celery_app, task_exchange_name, task_queue_names
+from app.errors import ParkMessage, TransientError, Unroutable, translate
+from app.inbound import InboundEvent, decode_event, raw_key
+from app.parking import park
+from app.settings import Settings, redact_url
+from app.state import AsyncStateStore
+from app.task_messages import build_task_message, task_id_for
+from handlers.routes import ROUTES, TASK_QUEUES
+
+log = structlog.get_logger(__name__)
+
+CONNECT_BACKOFF_MAX_S = 30.0
+TRANSIENT_NACK_DELAY_S = 1.0
+
+
+async def connect_with_backoff(
+    settings: Settings, what: str = "bridge"
+) -> AbstractRobustConnection:
+    """Connect to RabbitMQ, retrying with a visible, growing back-off."""
+    delay_s, attempt = 0.5, 1
+    while True:
+        try:
+            return await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10,
+                                                 client_properties={"connection_name": what})
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            log.warning(f"RabbitMQ unreachable, retrying in {delay_s:.1f}s [{attempt}]",
+                        url=redact_url(settings.rabbitmq_url), error=str(translate(exc)))
+        await asyncio.sleep(delay_s)
+        delay_s, attempt = min(delay_s * 2, CONNECT_BACKOFF_MAX_S), attempt + 1
+
+
+async def redis_with_backoff(settings: Settings) -> redis.asyncio.Redis:
+    """A Redis client that has answered a PING, retrying with back-off."""
+    client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                          socket_connect_timeout=5, health_check_interval=30)
+    delay_s, attempt = 0.5, 1
+    while True:
+        try:
+            await client.ping()
+            return client
+        except Exception as exc:  # any failure to answer is worth a retry
+            log.warning(f"Redis unreachable, retrying in {delay_s:.1f}s [{attempt}]",
+                        url=redact_url(settings.redis_url), error=str(translate(exc)))
+        await asyncio.sleep(delay_s)
+        delay_s, attempt = min(delay_s * 2, CONNECT_BACKOFF_MAX_S), attempt + 1
+
+
+class Bridge:
+    """Consumes the inbox queue and turns each event into Celery tasks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.inbox_name = settings.queue_name("inbox")
+        self.parked_name = settings.queue_name("parked")
+        self.celery_app = create_celery_app(settings)
+        self.processed = 0
+        self._connection: AbstractRobustConnection | None = None
+        self._redis: redis.asyncio.Redis | None = None
+        self._state: AsyncStateStore | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._task_exchange: AbstractExchange | None = None
+        self._inbox: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        # Arrival order: messages are claimed in delivery order, so that a
+        # report's "arrived before the rollover" means what it says.
+        self._claim_lock = asyncio.Lock()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        """Connect, declare the topology, and start consuming."""
+        self._redis = await redis_with_backoff(self.settings)
+        self._state = AsyncStateStore(self._redis, self.settings.redis_prefix,
+                                      self.settings.state_ttl_s)
+        self._connection = await connect_with_backoff(self.settings)
+        self._publish_channel = await self._connection.channel(publisher_confirms=True,
+                                                               on_return_raises=True)
+        consume_channel = await self._connection.channel()
+        await consume_channel.set_qos(prefetch_count=self.settings.prefetch_count)
+
+        events = await consume_channel.declare_exchange(
+            self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        await self._declare_task_topology()
+        await self._publish_channel.declare_queue(self.parked_name, durable=True)
+        self._inbox = await consume_channel.declare_queue(self.inbox_name, durable=True)
+        # Exactly the routing keys a handler exists for: never `#`, and so
+        # never our own completion events (`task.*`).
+        for routing_key in ROUTES:
+            await self._inbox.bind(events, routing_key=routing_key)
+        self._consumer_tag = await self._inbox.consume(self._on_message)
+        log.info("bridge ready", inbox=self.inbox_name, exchange=self.settings.events_exchange,
+                 bindings=sorted(ROUTES), prefetch=self.settings.prefetch_count)
+
+    async def _declare_task_topology(self) -> None:
+        """Declare the task exchange and queues, as the Celery worker does.
+
+        Declared here too so that tasks published before any worker has
+        started wait in their queues instead of being returned.
+        """
+        assert self._publish_channel is not None  # set in start()
+        self._task_exchange = await self._publish_channel.declare_exchange(
+            task_exchange_name(self.settings), aio_pika.ExchangeType.DIRECT, durable=True)
+        for name in task_queue_names(self.settings):
+            queue = await self._publish_channel.declare_queue(name, durable=True)
+            await queue.bind(self._task_exchange, routing_key=name)
+
+    async def stop(self) -> None:
+        """Stop taking events, finish those in hand (bounded), and disconnect."""
+        if self._inbox is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._inbox.cancel(self._consumer_tag)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=self.settings.shutdown_grace_s)
+        except TimeoutError:
+            log.warning("shutdown grace period over; unfinished events will be redelivered",
+                        in_flight=self._in_flight)
+        if self._connection is not None:
+            await self._connection.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        log.info("bridge stopped", processed=self.processed)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._handle(message)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        routing_key = message.routing_key or ""
+        try:
+            event = decode_event(message.body, routing_key=routing_key,
+                                 content_type=message.content_type,
+                                 message_id=message.message_id,
+                                 max_body_bytes=self.settings.max_body_bytes)
+        except ParkMessage as exc:
+            await self._park(message, exc.reason, exc.detail)
+            return
+
+        try:
+            await self._process(message, event)
+        except TransientError as exc:
+            log.warning("transient error, event will be redelivered", event_key=event.key,
+                        routing_key=routing_key, error=str(exc))
+            await asyncio.sleep(TRANSIENT_NACK_DELAY_S)
+            await self._settle(message.nack(requeue=True))
+        except Exception as exc:  # a bug must not loop the message forever
+            log.exception("event could not be processed", event_key=event.key)
+            await self._park(message, "internal_error", f"{type(exc).__name__}: {exc}",
+                             event_key=event.key)
+
+    async def _process(self, message: AbstractIncomingMessage, event: InboundEvent) -> None:
+        assert self._state is not None  # set in start()
+        bound = log.bind(event_key=event.key, routing_key=event.routing_key,
+                         trace_id=event.trace_id)
+        task_names = ROUTES[event.event_type]
+        async with self._claim_lock:
+            claim = await self._state.claim(
+                key=event.key, event_type=event.event_type, routing_key=event.routing_key,
+                trace_id=event.trace_id, redelivered=bool(message.redelivered),
+                tasks_total=len(task_names))
+        if not claim.is_new:
+            bound.info("duplicate event acknowledged", existing_state=claim.existing_state)
+            await message.ack()
+            return
+
+        meta = {"eventKey": event.key, "eventType": event.event_type,
+                "routingKey": event.routing_key, "traceId": event.trace_id, "seq": claim.seq}
+        task_ids = [task_id_for(event.key, name) for name in task_names]
+        await asyncio.gather(*(self._publish_task(name, task_id, event, meta)
+                               for name, task_id in zip(task_names, task_ids, strict=True)))
+        await self._state.mark_queued(event.key, task_ids)
+        await message.ack()
+        self.processed += 1
+        bound.debug("event queued", task_ids=task_ids, seq=claim.seq)
+
+    async def _publish_task(self, task_name: str, task_id: str, event: InboundEvent,
+                            meta: dict[str, Any]) -> None:
+        assert self._task_exchange is not None  # set in start()
+        message = build_task_message(self.celery_app, task_name=task_name, task_id=task_id,
+                                     kwargs={"event": event.payload, "meta": meta},
+                                     event_key=event.key)
+        queue = self.settings.queue_name(TASK_QUEUES[task_name])
+        try:
+            await self._task_exchange.publish(message, routing_key=queue, mandatory=True,
+                                              timeout=self.settings.publish_timeout_s)
+        except aiormq.exceptions.PublishError:
+            # The task queue is gone (deleted by hand?): declare it again and
+            # let the event come back.
+            await self._declare_task_topology()
+            raise Unroutable(f"task queue {queue!r} was missing; redeclared") from None
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def _park(self, message: AbstractIncomingMessage, reason: str, detail: str,
+                    event_key: str | None = None) -> None:
+        key = event_key or message.message_id or raw_key(message.body)
+        log.warning("message parked", reason=reason, detail=detail, event_key=key,
+                    routing_key=message.routing_key)
+        assert self._publish_channel is not None  # set in start()
+        try:
+            await park(self._publish_channel.default_exchange, self.parked_name, message,
+                       reason=reason, detail=detail, event_key=key,
+                       timeout_s=self.settings.publish_timeout_s)
+        except Exception as exc:  # not parked: keep the original, it comes back
+            log.error("could not park message; it will be redelivered", error=str(translate(exc)))
+            await asyncio.sleep(TRANSIENT_NACK_DELAY_S)
+            await self._settle(message.nack(requeue=True))
+            return
+        try:
+            assert self._state is not None
+            await self._state.mark_parked(key, reason, detail, message.routing_key or "")
+        except TransientError as exc:
+            log.warning("parked message not recorded in state", event_key=key, error=str(exc))
+        await message.ack()
+
+    @staticmethod
+    async def _settle(operation: Any) -> None:
+        # Settling fails only when the channel is gone, and then the broker
+        # redelivers the message anyway.
+        with contextlib.suppress(Exception):
+            await operation
+
+
+async def run_bridge(settings: Settings) -> int:
+    """Run the bridge until SIGINT or SIGTERM; return the exit status."""
+    bridge = Bridge(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+
+    start = asyncio.create_task(bridge.start())
+    waiter = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if start in done:
+        start.result()
+        await stopping.wait()
+    else:
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+    log.info("bridge stopping")
+    await bridge.stop()
+    return 0

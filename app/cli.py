@@ -1,0 +1,266 @@
+"""The `task-service` command line (CONTRACT 6).
+
+Connection settings come from the environment or `.env`. An expected
+failure (a bad setting, an unreachable broker) is one line on stderr and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from app.errors import ConfigError, TaskServiceError, Unroutable, translate
+from app.logs import configure_logging
+from app.settings import Settings, load_settings
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNROUTABLE = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, status: int = EXIT_FAILURE) -> None:
+    click.echo(f"task-service: error: {message}", err=True)
+    sys.exit(status)
+
+
+def expected_errors(command: F) -> F:
+    """Turn expected failures into one line on stderr and an exit status."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), EXIT_CONFIG)
+        except TaskServiceError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            error = translate(exc)
+            if error is exc:
+                raise
+            fail(str(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_and_logging() -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The task service: platform events in, Celery tasks run, completion events out.
+
+    Settings come from the environment or a .env file: RABBITMQ_URL, REDIS_URL,
+    EVENTS_EXCHANGE, REPORTS_DIR, SERVICE_NAME (prefix of queues and Redis keys).
+    """
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Worker processes (default: one per CPU).")
+@expected_errors
+def run(concurrency: int | None) -> None:
+    """Run the bridge and a worker together; Ctrl-C stops both cleanly."""
+    from app.runner import run_service
+
+    settings_and_logging()
+    sys.exit(run_service(concurrency=concurrency))
+
+
+@main.command()
+@expected_errors
+def bridge() -> None:
+    """Run the event bridge alone: consume events, enqueue their tasks."""
+    from app.bridge import run_bridge
+
+    settings = settings_and_logging()
+    sys.exit(asyncio.run(run_bridge(settings)))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@expected_errors
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker alone; extra options go to `celery worker`.
+
+    It consumes this service's task queues. For example:
+    `task-service worker --concurrency 4 --loglevel DEBUG`.
+    """
+    from app.celery_app import create_celery_app, task_queue_names
+
+    settings = settings_and_logging()
+    app = create_celery_app(settings)
+    argv = ["worker", "--queues", ",".join(task_queue_names(settings)),
+            "--hostname", f"{settings.service_name}@%h", "--loglevel",
+            settings.log_level, *celery_args]
+    app.worker_main(argv=argv)
+
+
+@main.command()
+@click.argument("routing_key")
+@click.argument("body")
+@click.option("--message-id", default=None, help="AMQP message_id (used as the event key).")
+@expected_errors
+def publish(routing_key: str, body: str, message_id: str | None) -> None:
+    """Publish one event: ROUTING_KEY and its JSON BODY (`-` reads stdin)."""
+    from app.publisher import ConfirmedPublisher
+
+    settings = load_settings()
+    text = sys.stdin.read() if body == "-" else body
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        fail(f"BODY is not valid JSON: {exc}")
+    properties: dict[str, Any] = {"content_type": "application/json", "delivery_mode": 2,
+                                  "message_id": message_id}
+    try:
+        with ConfirmedPublisher(settings.rabbitmq_url, settings.publish_timeout_s) as publisher:
+            publisher.publish(exchange=settings.events_exchange, routing_key=routing_key,
+                              body=text.encode(), properties=properties)
+    except Unroutable as exc:
+        fail(f"unroutable: {exc}", EXIT_UNROUTABLE)
+    click.echo(f"published {routing_key} to {settings.events_exchange} (confirmed)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--speed", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Keep the recorded timing scaled by this factor (2 = twice as fast); "
+                   "0 = as fast as the broker confirms.")
+@click.option("--exchange", default=None, help="Publish here instead of EVENTS_EXCHANGE.")
+@click.option("--strict", is_flag=True, help="Stop at the first malformed line.")
+@expected_errors
+def replay(file: Path, speed: float, exchange: str | None, strict: bool) -> None:
+    """Publish a recording (JSON Lines, one message a line) with confirms.
+
+    Each message keeps its routing key, properties and exact body bytes.
+    """
+    from app.progress import ReplayProgress
+    from app.publisher import ConfirmedPublisher
+    from app.recording import RecordingError, read_recording
+    from app.replay import replay as replay_messages
+
+    settings = load_settings()
+    errors: list[RecordingError] = []
+    messages = list(read_recording(file, strict=strict, errors=errors))
+    for error in errors:
+        click.echo(f"task-service: skipped {file}:{error.line_number}: {error}", err=True)
+    target = exchange or settings.events_exchange
+
+    started = time.monotonic()
+    with ConfirmedPublisher(settings.rabbitmq_url, settings.publish_timeout_s) as publisher, \
+            ReplayProgress(total=len(messages)) as progress:
+        counts = replay_messages(publisher, target, messages, speed=speed,
+                                 on_progress=progress.update)
+    elapsed_s = time.monotonic() - started
+    click.echo(f"replayed {file.name} to {target}: {counts.confirmed} confirmed, "
+               f"{counts.unroutable} unroutable, {len(errors)} malformed lines skipped "
+               f"in {elapsed_s:.1f}s ({counts.sent / max(elapsed_s, 1e-6):.0f} msg/s)")
+    if counts.unroutable:
+        sys.exit(EXIT_UNROUTABLE)
+
+
+@main.command()
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@expected_errors
+def status(key: str, as_json: bool) -> None:
+    """The state and history of an event KEY or a Celery task id (exit 3: not found)."""
+    import redis
+
+    from app.state import StateStore
+
+    settings = load_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                  socket_connect_timeout=5)
+    try:
+        record = StateStore(client, settings.redis_prefix, settings.state_ttl_s).lookup(key)
+    except Exception as exc:
+        raise translate(exc) from None
+    if record is None:
+        if as_json:
+            click.echo(json.dumps({"eventKey": key, "state": "not_found"}))
+        fail(f"no event key or task id {key!r} is known", EXIT_NOT_FOUND)
+        return
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"{record['eventKey']}: {record['state']}")
+    for name in ("eventType", "traceId", "seq", "taskIds", "attempts", "duplicates",
+                 "lastError"):
+        if record.get(name) not in (None, "", []):
+            click.echo(f"  {name}: {record[name]}")
+    click.echo("  history:")
+    for entry in record["history"]:
+        extra = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "state"))
+        click.echo(f"    {entry['at']}  {entry['state']}" + (f"  ({extra})" if extra else ""))
+
+
+@main.group()
+def parked() -> None:
+    """Inspect, re-publish or purge parked messages."""
+
+
+@parked.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@expected_errors
+def parked_list(as_json: bool) -> None:
+    """List parked messages with their reasons; they stay parked."""
+    from app.parked_queue import list_parked
+
+    settings = load_settings()
+    entries = asyncio.run(list_parked(settings))
+    for entry in entries:
+        if as_json:
+            click.echo(json.dumps(entry))
+        else:
+            click.echo(f"{entry['parkedAt']}  {entry['reason']:<24} {entry['routingKey']:<28} "
+                       f"{entry['detail'][:100]}")
+    if not as_json:
+        click.echo(f"{len(entries)} parked message(s) in {settings.queue_name('parked')}")
+
+
+@parked.command("replay")
+@click.option("--reason", default=None, help="Only messages parked for this reason.")
+@click.option("--key", default=None, help="Only the message with this event key.")
+@expected_errors
+def parked_replay(reason: str | None, key: str | None) -> None:
+    """Re-publish parked messages to their original routing key, as they were."""
+    from app.parked_queue import replay_parked
+
+    settings = load_settings()
+    moved, kept = asyncio.run(replay_parked(settings, reason=reason, key=key))
+    click.echo(f"re-published {moved} parked message(s); {kept} left parked")
+
+
+@parked.command("purge")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@expected_errors
+def parked_purge(yes: bool) -> None:
+    """Delete every parked message."""
+    from app.parked_queue import purge_parked
+
+    settings = load_settings()
+    if not yes:
+        click.confirm(f"Delete every message in {settings.queue_name('parked')}?", abort=True)
+    count = asyncio.run(purge_parked(settings))
+    click.echo(f"purged {count} parked message(s)")
+
+
+if __name__ == "__main__":
+    main()

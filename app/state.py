@@ -1,0 +1,301 @@
+"""Task state in Redis: one record per event key (CONTRACT 3).
+
+Keys, all under the service's prefix and all with an expiry:
+
+- `event:<key>`          hash: state, eventType, routingKey, traceId, seq,
+                         taskIds, tasksTotal/Succeeded/Failed, attempts,
+                         lastError, duplicates, receivedAt, updatedAt
+- `event:<key>:history`  list of JSON entries {at, state, ...}
+- `task:<task id>`       hash: eventKey, taskName, state, attempts, result
+- `seq`                  the bridge's arrival counter
+- `inflight`             sorted set of unfinished event keys by arrival seq
+
+Every transition is one Lua script, so a bridge and many worker processes
+can move the same record without losing an update. The scripts are shared
+by the asyncio store (bridge) and the blocking store (worker, CLI).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from app.errors import translate
+
+FINAL_STATES = frozenset({"succeeded", "failed", "parked"})
+
+# KEYS: event, history, seq, inflight
+# ARGV: now, eventType, routingKey, traceId, ttl, redelivered, eventKey, tasksTotal
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local ttl = tonumber(ARGV[5])
+if state and not (state == 'received' and ARGV[6] == '1') then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='duplicate'}))
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  return {'duplicate', state}
+end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('HSET', KEYS[1], 'state', 'received', 'eventType', ARGV[2], 'routingKey', ARGV[3],
+  'traceId', ARGV[4], 'seq', seq, 'tasksTotal', ARGV[8], 'tasksSucceeded', 0,
+  'tasksFailed', 0, 'receivedAt', ARGV[1], 'updatedAt', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'duplicates', 0)
+redis.call('ZADD', KEYS[4], seq, ARGV[7])
+redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='received', seq=seq}))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return {'new', tostring(seq)}
+"""
+
+# KEYS: event, history   ARGV: now, taskIds (JSON), ttl
+_QUEUED = """
+redis.call('HSET', KEYS[1], 'taskIds', ARGV[2], 'updatedAt', ARGV[1])
+if redis.call('HGET', KEYS[1], 'state') == 'received' then
+  redis.call('HSET', KEYS[1], 'state', 'queued')
+end
+redis.call('RPUSH', KEYS[2],
+  cjson.encode({at=ARGV[1], state='queued', taskIds=cjson.decode(ARGV[2])}))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: event, history   ARGV: now, reason, detail, ttl, routingKey
+_PARKED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'received' then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='duplicate', reason=ARGV[2]}))
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'parked', 'lastError', ARGV[2] .. ': ' .. ARGV[3],
+  'updatedAt', ARGV[1], 'routingKey', ARGV[5])
+redis.call('HSETNX', KEYS[1], 'receivedAt', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'duplicates', 0)
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='parked', reason=ARGV[2]}))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+# KEYS: event, history, task   ARGV: now, taskId, taskName, attempt, ttl, eventKey
+# Returns the task's previous state, so a redelivered task that already
+# succeeded can skip its side effects.
+_TASK_STARTED = """
+local previous = redis.call('HGET', KEYS[3], 'state') or ''
+if previous == 'succeeded' or previous == 'failed' then
+  return previous
+end
+redis.call('HSET', KEYS[3], 'state', 'running', 'eventKey', ARGV[6], 'taskName', ARGV[3],
+  'attempts', ARGV[4], 'startedAt', ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'succeeded' and state ~= 'failed' and state ~= 'parked' then
+  redis.call('HSET', KEYS[1], 'state', 'running')
+end
+redis.call('HSET', KEYS[1], 'attempts', ARGV[4], 'updatedAt', ARGV[1])
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='running', taskId=ARGV[2],
+  taskName=ARGV[3], attempt=tonumber(ARGV[4])}))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return previous
+"""
+
+# KEYS: event, history, task   ARGV: now, taskId, attempt, error, ttl
+_TASK_RETRYING = """
+redis.call('HSET', KEYS[3], 'state', 'retrying', 'attempts', ARGV[3], 'lastError', ARGV[4])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'succeeded' and state ~= 'failed' and state ~= 'parked' then
+  redis.call('HSET', KEYS[1], 'state', 'retrying')
+end
+redis.call('HSET', KEYS[1], 'lastError', ARGV[4], 'updatedAt', ARGV[1])
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='retrying', taskId=ARGV[2],
+  attempt=tonumber(ARGV[3]), error=ARGV[4]}))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
+# KEYS: event, history, task, inflight
+# ARGV: now, taskId, outcome, attempt, error, ttl, eventKey, resultJson
+_TASK_FINISHED = """
+local previous = redis.call('HGET', KEYS[3], 'state')
+if previous == 'succeeded' or previous == 'failed' then
+  return redis.call('HGET', KEYS[1], 'state') or ''
+end
+redis.call('HSET', KEYS[3], 'state', ARGV[3], 'attempts', ARGV[4], 'finishedAt', ARGV[1],
+  'result', ARGV[8])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'lastError', ARGV[5]) end
+local counter = 'tasksSucceeded'
+if ARGV[3] == 'failed' then counter = 'tasksFailed' end
+redis.call('HINCRBY', KEYS[1], counter, 1)
+redis.call('HSET', KEYS[1], 'updatedAt', ARGV[1])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'lastError', ARGV[5]) end
+local entry = {at=ARGV[1], state='task_' .. ARGV[3], taskId=ARGV[2], attempt=tonumber(ARGV[4])}
+if ARGV[5] ~= '' then entry['error'] = ARGV[5] end
+redis.call('RPUSH', KEYS[2], cjson.encode(entry))
+local done = tonumber(redis.call('HGET', KEYS[1], 'tasksSucceeded') or 0)
+local failed = tonumber(redis.call('HGET', KEYS[1], 'tasksFailed') or 0)
+local total = tonumber(redis.call('HGET', KEYS[1], 'tasksTotal') or 1)
+local state = redis.call('HGET', KEYS[1], 'state') or ''
+if done + failed >= total then
+  state = 'succeeded'
+  if failed > 0 then state = 'failed' end
+  redis.call('HSET', KEYS[1], 'state', state)
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state=state}))
+  redis.call('ZREM', KEYS[4], ARGV[7])
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+return state
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the bridge learns when it claims an event key."""
+
+    is_new: bool
+    seq: int | None = None
+    existing_state: str | None = None
+
+
+class StateKeys:
+    """Names of the Redis keys under one service prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.seq = f"{prefix}seq"
+        self.inflight = f"{prefix}inflight"
+
+    def event(self, key: str) -> str:
+        return f"{self.prefix}event:{key}"
+
+    def history(self, key: str) -> str:
+        return f"{self.prefix}event:{key}:history"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+
+class AsyncStateStore:
+    """The bridge's view of task state (redis.asyncio; never blocks the loop)."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str, ttl_s: int) -> None:
+        self.client = client
+        self.keys = StateKeys(prefix)
+        self.ttl_s = ttl_s
+        self._claim = client.register_script(_CLAIM)
+        self._queued = client.register_script(_QUEUED)
+        self._parked = client.register_script(_PARKED)
+
+    async def claim(
+        self, *, key: str, event_type: str, routing_key: str, trace_id: str | None,
+        redelivered: bool, tasks_total: int,
+    ) -> Claim:
+        """Record a new event key, or learn that it was seen before."""
+        keys = [self.keys.event(key), self.keys.history(key), self.keys.seq, self.keys.inflight]
+        argv = [utc_now(), event_type, routing_key, trace_id or "", self.ttl_s,
+                "1" if redelivered else "0", key, tasks_total]
+        outcome, value = await self._run(self._claim, keys, argv)
+        if outcome == b"new":
+            return Claim(is_new=True, seq=int(value))
+        return Claim(is_new=False, existing_state=value.decode())
+
+    async def mark_queued(self, key: str, task_ids: list[str]) -> None:
+        keys = [self.keys.event(key), self.keys.history(key)]
+        await self._run(self._queued, keys, [utc_now(), json.dumps(task_ids), self.ttl_s])
+
+    async def mark_parked(self, key: str, reason: str, detail: str, routing_key: str) -> None:
+        keys = [self.keys.event(key), self.keys.history(key)]
+        await self._run(self._parked, keys, [utc_now(), reason, detail[:500], self.ttl_s,
+                                             routing_key])
+
+    async def _run(self, script: Any, keys: list[str], argv: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=argv)
+        except Exception as exc:  # translated in one place, re-raised
+            raise translate(exc) from exc
+
+
+class StateStore:
+    """The worker's and the command line's view of task state (blocking redis)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+        self.client = client
+        self.keys = StateKeys(prefix)
+        self.ttl_s = ttl_s
+        self._started = client.register_script(_TASK_STARTED)
+        self._retrying = client.register_script(_TASK_RETRYING)
+        self._finished = client.register_script(_TASK_FINISHED)
+        self._parked = client.register_script(_PARKED)
+
+    def task_started(self, *, key: str, task_id: str, task_name: str, attempt: int) -> str:
+        """Mark a task running; return its previous state ('' when new)."""
+        keys = [self.keys.event(key), self.keys.history(key), self.keys.task(task_id)]
+        argv = [utc_now(), task_id, task_name, attempt, self.ttl_s, key]
+        return self._run(self._started, keys, argv).decode()
+
+    def task_retrying(self, *, key: str, task_id: str, attempt: int, error: str) -> None:
+        keys = [self.keys.event(key), self.keys.history(key), self.keys.task(task_id)]
+        self._run(self._retrying, keys, [utc_now(), task_id, attempt, error[:500], self.ttl_s])
+
+    def task_finished(
+        self, *, key: str, task_id: str, succeeded: bool, attempt: int, error: str = "",
+        result: dict[str, Any] | None = None,
+    ) -> str:
+        """Record a task's outcome; return the event's state afterwards."""
+        keys = [self.keys.event(key), self.keys.history(key), self.keys.task(task_id),
+                self.keys.inflight]
+        argv = [utc_now(), task_id, "succeeded" if succeeded else "failed", attempt,
+                error[:500], self.ttl_s, key, json.dumps(result or {})]
+        return self._run(self._finished, keys, argv).decode()
+
+    def mark_parked(self, key: str, reason: str, detail: str, routing_key: str) -> None:
+        keys = [self.keys.event(key), self.keys.history(key)]
+        self._run(self._parked, keys, [utc_now(), reason, detail[:500], self.ttl_s, routing_key])
+
+    def task_result(self, task_id: str) -> dict[str, Any] | None:
+        raw = self.client.hget(self.keys.task(task_id), "result")
+        return json.loads(raw) if raw else None
+
+    def unfinished_before(self, seq: int) -> int:
+        """How many events that arrived before `seq` have not finished yet."""
+        return int(self.client.zcount(self.keys.inflight, "-inf", f"({seq}"))
+
+    def lookup(self, key_or_task_id: str) -> dict[str, Any] | None:
+        """The state and history of an event key or a task id; None if unknown."""
+        key = key_or_task_id
+        event = self.client.hgetall(self.keys.event(key))
+        if not event:
+            owner = self.client.hget(self.keys.task(key_or_task_id), "eventKey")
+            if owner is None:
+                return None
+            key = owner.decode()
+            event = self.client.hgetall(self.keys.event(key))
+            if not event:
+                return None
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in event.items()}
+        record["eventKey"] = key
+        record["taskIds"] = json.loads(record.get("taskIds", "[]"))
+        for field in ("seq", "attempts", "duplicates", "tasksTotal", "tasksSucceeded",
+                      "tasksFailed"):
+            if field in record:
+                record[field] = int(record[field])
+        history = self.client.lrange(self.keys.history(key), 0, -1)
+        record["history"] = [json.loads(entry) for entry in history]
+        return record
+
+    def _run(self, script: Any, keys: list[str], argv: list[Any]) -> Any:
+        try:
+            return script(keys=keys, args=argv)
+        except Exception as exc:  # translated in one place, re-raised
+            raise translate(exc) from exc

@@ -1,0 +1,104 @@
+"""Call records: the five `call.*`-type events merged into one record per call.
+
+Each event type writes its own fields, so the order of arrival does not
+matter and a repeated event writes the same values again. Each field group
+also keeps the arrival seq of the event that wrote it, so a daily report can
+use exactly the events that arrived before its rollover.
+
+Keys: `call:<callId>` (hash) and `calls:by_time` (sorted set of call ids,
+scored by start time, else end time, in epoch seconds).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from celery import shared_task
+
+from app.event_task import EventTask, worker_resources
+from app.privacy import mask_sip_uri
+from handlers.routes import RECORD_CALL_EVENT
+
+# KEYS: call hash, by_time zset   ARGV: callId, ttl, field1, value1, ...
+_MERGE = """
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+local score = redis.call('HGET', KEYS[1], 'startedEpoch')
+  or redis.call('HGET', KEYS[1], 'endedEpoch')
+if score then
+  redis.call('ZADD', KEYS[2], score, ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+def _epoch(timestamp: str) -> str:
+    return repr(datetime.fromisoformat(timestamp).timestamp())
+
+
+def record_fields(event: dict[str, Any], seq: int) -> dict[str, str]:
+    """The record fields one event contributes; phone numbers are masked here."""
+    event_type = event["eventType"]
+    fields: dict[str, Any] = {"callId": event["callId"]}
+    if event_type == "call.started":
+        dialplan = event.get("dialplanResolution") or {}
+        fields |= {
+            "startedAt": event["timestamp"], "startedEpoch": _epoch(event["timestamp"]),
+            "startedSeq": seq, "from": mask_sip_uri(event.get("from")),
+            "to": mask_sip_uri(event.get("to")), "dialplanTenant": dialplan.get("tenantId"),
+            "dialplanId": dialplan.get("dialplanId"),
+        }
+    elif event_type == "call.answered":
+        fields |= {"answeredAt": event["timestamp"], "answeredEpoch": _epoch(event["timestamp"]),
+                   "answeredSeq": seq}
+    elif event_type == "user.identified.for_call":
+        fields |= {"userId": event.get("userId"), "contactId": event.get("contactId"),
+                   "userTenant": event.get("tenantId"), "identifiedSeq": seq}
+    elif event_type == "call.recording.available":
+        fields |= {"recordingUri": event.get("recordingUri"), "recordingSeq": seq}
+    elif event_type == "call.ended":
+        fields |= {"endedAt": event["timestamp"], "endedEpoch": _epoch(event["timestamp"]),
+                   "endedSeq": seq, "reason": event.get("reason") or "unknown"}
+    return {name: str(value) for name, value in fields.items() if value is not None}
+
+
+def call_summary(record: dict[str, str]) -> dict[str, Any]:
+    """What the completion event of a record task says about the call."""
+    tenant = record.get("dialplanTenant") or record.get("userTenant") or "unknown"
+    summary: dict[str, Any] = {"callId": record["callId"], "tenantId": tenant,
+                               "answered": "answeredEpoch" in record,
+                               "ended": "endedEpoch" in record}
+    if "endedEpoch" in record and "answeredEpoch" in record:
+        talk_s = float(record["endedEpoch"]) - float(record["answeredEpoch"])
+        summary["talkSeconds"] = round(max(talk_s, 0.0), 3)
+    if "reason" in record:
+        summary["reason"] = record["reason"]
+    return summary
+
+
+def call_key(prefix: str, call_id: str) -> str:
+    return f"{prefix}call:{call_id}"
+
+
+def calls_index_key(prefix: str) -> str:
+    return f"{prefix}calls:by_time"
+
+
+@shared_task(base=EventTask, name=RECORD_CALL_EVENT, bind=True)
+def record_event(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Merge one call event into its call record; return the call's summary."""
+    resources = worker_resources()
+    prefix = resources.settings.redis_prefix
+    fields = record_fields(event, int(meta["seq"]))
+    argv: list[Any] = [event["callId"], resources.settings.state_ttl_s]
+    for name, value in fields.items():
+        argv += [name, value]
+
+    merge = resources.redis.register_script(_MERGE)
+    flat = merge(keys=[call_key(prefix, event["callId"]), calls_index_key(prefix)], args=argv)
+    record = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+    return call_summary(record)

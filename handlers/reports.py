@@ -1,0 +1,223 @@
+"""The daily call report (CONTRACT 5), produced on `day.rolled_over`.
+
+The report counts the events that arrived before the rollover: the task
+first waits (bounded by REPORT_WAIT_S) until every event with a lower arrival
+seq has finished, then reads the call records and ignores any field written
+by an event that arrived after the rollover.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from celery import shared_task
+
+from app.event_task import EventTask, NotReady, worker_resources
+from handlers.calls import call_key, calls_index_key
+from handlers.routes import DAILY_REPORT
+
+log = structlog.get_logger(__name__)
+
+CSV_COLUMNS = ["callId", "tenantId", "startedAt", "answeredAt", "endedAt", "localHour",
+               "answered", "talkSeconds", "reason", "from", "to"]
+# While earlier events are unfinished the report task is deferred, not
+# blocked: a worker process that sleeps here is one fewer running them.
+DEFER_S = 1.0
+
+
+@dataclass(frozen=True)
+class CallView:
+    """One call as the report sees it: only fields that arrived in time."""
+
+    call_id: str
+    tenant_id: str
+    started: datetime | None
+    answered: datetime | None
+    ended: datetime | None
+    reason: str
+    from_: str
+    to: str
+
+    @property
+    def talk_seconds(self) -> float | None:
+        if self.answered is None or self.ended is None:
+            return None
+        return max((self.ended - self.answered).total_seconds(), 0.0)
+
+
+def call_view(record: dict[str, str], barrier_seq: int | None) -> CallView:
+    """Build the report's view of a call record, seen as of `barrier_seq`."""
+
+    def arrived(group: str) -> bool:
+        seq = record.get(f"{group}Seq")
+        return seq is not None and (barrier_seq is None or int(seq) < barrier_seq)
+
+    def when(group: str) -> datetime | None:
+        return datetime.fromisoformat(record[f"{group}At"]) if arrived(group) else None
+
+    tenant = (record.get("dialplanTenant") if arrived("started") else None) or \
+        (record.get("userTenant") if arrived("identified") else None) or "unknown"
+    return CallView(
+        call_id=record["callId"],
+        tenant_id=tenant,
+        started=when("started"),
+        answered=when("answered"),
+        ended=when("ended"),
+        reason=record.get("reason", "unknown") if arrived("ended") else "unknown",
+        from_=record.get("from", "") if arrived("started") else "",
+        to=record.get("to", "") if arrived("started") else "",
+    )
+
+
+def calls_of_day(
+    calls: list[CallView], day: date, tz: ZoneInfo, tenant: str | None
+) -> list[CallView]:
+    """Ended calls that belong to `day` in `tz`: by start, else by end."""
+    chosen = []
+    for call in calls:
+        if call.ended is None or (tenant is not None and call.tenant_id != tenant):
+            continue
+        anchor = call.started or call.ended
+        if anchor.astimezone(tz).date() == day:
+            chosen.append(call)
+    return sorted(chosen, key=lambda call: ((call.started or call.ended), call.call_id))
+
+
+def build_report(calls: list[CallView], *, tenant: str, day: date, timezone: str) -> dict[str, Any]:
+    """The JSON document of one tenant's day; `calls` are already that day's."""
+    tz = ZoneInfo(timezone)
+    talk = [call.talk_seconds for call in calls if call.talk_seconds is not None]
+    by_reason: dict[str, int] = {}
+    by_hour = [0] * 24
+    for call in calls:
+        by_reason[call.reason] = by_reason.get(call.reason, 0) + 1
+        by_hour[(call.started or call.ended).astimezone(tz).hour] += 1  # type: ignore[union-attr]
+    answered = sum(1 for call in calls if call.answered is not None)
+    return {
+        "tenantId": tenant,
+        "date": day.isoformat(),
+        "timezone": timezone,
+        "calls": len(calls),
+        "answered": answered,
+        "unanswered": len(calls) - answered,
+        "talkSeconds": round(sum(talk), 3),
+        "averageTalkSeconds": round(sum(talk) / len(talk), 3) if talk else 0.0,
+        "byReason": dict(sorted(by_reason.items())),
+        "byHour": by_hour,
+        "generatedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def csv_rows(calls: list[CallView], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """One row per call; caller and callee are already masked in the record."""
+    return [
+        {
+            "callId": call.call_id,
+            "tenantId": call.tenant_id,
+            "startedAt": call.started.isoformat() if call.started else "",
+            "answeredAt": call.answered.isoformat() if call.answered else "",
+            "endedAt": call.ended.isoformat() if call.ended else "",
+            "localHour": (call.started or call.ended).astimezone(tz).hour,  # type: ignore[union-attr]
+            "answered": "yes" if call.answered else "no",
+            "talkSeconds": "" if call.talk_seconds is None else round(call.talk_seconds, 3),
+            "reason": call.reason,
+            "from": call.from_,
+            "to": call.to,
+        }
+        for call in calls
+    ]
+
+
+def report_paths(reports_dir: Path, tenant: str, day: date) -> tuple[Path, Path]:
+    safe_tenant = re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
+    folder = reports_dir / safe_tenant
+    return folder / f"{day.isoformat()}.json", folder / f"{day.isoformat()}.csv"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+def write_report(
+    reports_dir: Path, report: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    day = date.fromisoformat(report["date"])
+    json_path, csv_path = report_paths(reports_dir, report["tenantId"], day)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomically(json_path, json.dumps(report, indent=2) + "\n")
+    _write_atomically(csv_path, buffer.getvalue())
+    return {"json": str(json_path), "csv": str(csv_path)}
+
+
+def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
+               barrier_seq: int | None) -> list[CallView]:
+    """Call records around `day` (a day's margin each side), as of the barrier."""
+    start = datetime.combine(day, datetime.min.time(), tz) - timedelta(days=1)
+    end = datetime.combine(day, datetime.min.time(), tz) + timedelta(days=2)
+    call_ids = redis_client.zrangebyscore(calls_index_key(prefix), start.timestamp(),
+                                          end.timestamp())
+    pipe = redis_client.pipeline(transaction=False)
+    for call_id in call_ids:
+        pipe.hgetall(call_key(prefix, call_id.decode()))
+    views = []
+    for raw in pipe.execute():
+        if raw:
+            record = {k.decode(): v.decode() for k, v in raw.items()}
+            views.append(call_view(record, barrier_seq))
+    return views
+
+
+@shared_task(base=EventTask, name=DAILY_REPORT, bind=True)
+def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the day's report (JSON and CSV) for the tenant, or for every tenant."""
+    resources = worker_resources()
+    barrier_seq = int(meta["seq"])
+    _wait_for_earlier_events(resources, meta, barrier_seq)
+
+    day = date.fromisoformat(event["date"])
+    tz = ZoneInfo(event["timezone"])
+    tenant = event.get("tenantId")
+    calls = load_calls(resources.redis, resources.settings.redis_prefix, day, tz, barrier_seq)
+    tenants = [tenant] if tenant else sorted({call.tenant_id for call in
+                                              calls_of_day(calls, day, tz, None)})
+    written = []
+    for name in tenants:
+        todays = calls_of_day(calls, day, tz, name)
+        report = build_report(todays, tenant=name, day=day, timezone=event["timezone"])
+        paths = write_report(resources.settings.reports_dir, report, csv_rows(todays, tz))
+        log.info("daily report written", tenant=name, date=day.isoformat(),
+                 calls=report["calls"], path=paths["json"])
+        written.append({"tenantId": name, "calls": report["calls"],
+                        "answered": report["answered"], **paths})
+    return {"date": day.isoformat(), "timezone": event["timezone"], "reports": written}
+
+
+def _wait_for_earlier_events(resources: Any, meta: dict[str, Any], barrier_seq: int) -> None:
+    """Return if every earlier event has finished or the wait is over; else defer."""
+    wait_s = resources.settings.report_wait_s
+    wait_until = float(meta.setdefault("waitUntil", time.time() + wait_s))
+    pending = resources.state.unfinished_before(barrier_seq)
+    if pending == 0:
+        return
+    if time.time() >= wait_until:
+        log.warning("report written while earlier events are still unfinished",
+                    pending=pending, event_key=meta["eventKey"])
+        return
+    raise NotReady(f"{pending} earlier events unfinished", countdown_s=DEFER_S)
