@@ -58,16 +58,28 @@ class PermanentError(TaskServiceError):
     """The work cannot succeed however often it is tried."""
 
 
+class BrokerRefused(TaskServiceError):
+    """RabbitMQ answered, but refused the operation (a 4xx channel error)."""
+
+
 class Unroutable(TaskServiceError):
     """The broker returned a mandatory message: nothing is bound for it."""
 
 
-_BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPError,
-    amqp.exceptions.AMQPError,
+_BROKER_DOWN: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ConnectionClosed,
+    aiormq.exceptions.ChannelInvalidStateError,
+    amqp.exceptions.RecoverableConnectionError,
+    amqp.exceptions.ConnectionError,
     kombu.exceptions.OperationalError,
     ConnectionError,
     socket.gaierror,
+)
+# Channel-level refusals: the broker is up but says no (404, 406, 403).
+_BROKER_REFUSALS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.ChannelClosed,
+    amqp.exceptions.ChannelError,
 )
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -86,7 +98,9 @@ def translate(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, _REDIS_ERRORS):
         return StateUnavailable(f"Redis unavailable: {type(exc).__name__}: {_first_line(exc)}")
-    if isinstance(exc, _BROKER_ERRORS):
+    if isinstance(exc, _BROKER_REFUSALS):
+        return BrokerRefused(f"RabbitMQ refused: {type(exc).__name__}: {_first_line(exc)}")
+    if isinstance(exc, _BROKER_DOWN):
         return BrokerUnavailable(f"RabbitMQ unavailable: {type(exc).__name__}: {_first_line(exc)}")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return TransientError("timed out")

@@ -107,9 +107,10 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return previous
 """
 
-# KEYS: event, history, task   ARGV: now, taskId, attempt, error, ttl
+# KEYS: event, history, task   ARGV: now, taskId, attempt, error, ttl, eventKey
 _TASK_RETRYING = """
-redis.call('HSET', KEYS[3], 'state', 'retrying', 'attempts', ARGV[3], 'lastError', ARGV[4])
+redis.call('HSET', KEYS[3], 'state', 'retrying', 'attempts', ARGV[3], 'lastError', ARGV[4],
+  'eventKey', ARGV[6])
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'succeeded' and state ~= 'failed' and state ~= 'parked' then
   redis.call('HSET', KEYS[1], 'state', 'retrying')
@@ -129,7 +130,7 @@ if previous == 'succeeded' or previous == 'failed' then
   return redis.call('HGET', KEYS[1], 'state') or ''
 end
 redis.call('HSET', KEYS[3], 'state', ARGV[3], 'attempts', ARGV[4], 'finishedAt', ARGV[1],
-  'result', ARGV[8])
+  'result', ARGV[8], 'eventKey', ARGV[7])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'lastError', ARGV[5]) end
 local counter = 'tasksSucceeded'
 if ARGV[3] == 'failed' then counter = 'tasksFailed' end
@@ -246,7 +247,8 @@ class StateStore:
 
     def task_retrying(self, *, key: str, task_id: str, attempt: int, error: str) -> None:
         keys = [self.keys.event(key), self.keys.history(key), self.keys.task(task_id)]
-        self._run(self._retrying, keys, [utc_now(), task_id, attempt, error[:500], self.ttl_s])
+        self._run(self._retrying, keys,
+                  [utc_now(), task_id, attempt, error[:500], self.ttl_s, key])
 
     def task_finished(
         self, *, key: str, task_id: str, succeeded: bool, attempt: int, error: str = "",

@@ -1,0 +1,211 @@
+"""Running the real service in tests, on a private exchange and key space.
+
+`ServiceRun` starts `task-service run` as a child process with its own
+SERVICE_NAME (so its own queues and Redis keys) and its own events exchange,
+taps the completion events it publishes, replays recordings into it, waits
+(always with a bound) for its work to finish, and removes everything it
+created when it is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import amqp
+import kombu
+import redis
+
+from app.celery_app import task_exchange_name, task_queue_names
+from app.settings import Settings
+from app.state import StateStore
+
+DEFAULT_WAIT_S = 120.0
+
+
+class ServiceTimeout(AssertionError):
+    """What a test waited for did not happen in time."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A completion event seen on the exchange."""
+
+    routing_key: str
+    body: dict[str, Any]
+
+
+class ServiceRun:
+    """One private instance of the service; see the module docstring."""
+
+    def __init__(self, workdir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+        self.name = f"ts-test-{uuid.uuid4().hex[:10]}"
+        self.workdir = workdir
+        self.reports_dir = workdir / "reports"
+        self.log_path = workdir / f"{self.name}.log"
+        self.env = {
+            **os.environ,
+            "SERVICE_NAME": self.name,
+            "EVENTS_EXCHANGE": f"{self.name}.events",
+            "REPORTS_DIR": str(self.reports_dir),
+            "LOG_FORMAT": "json",
+            **(extra_env or {}),
+        }
+        self.settings = Settings(
+            rabbitmq_url=self.env.get("RABBITMQ_URL", Settings().rabbitmq_url),
+            redis_url=self.env.get("REDIS_URL", Settings().redis_url),
+            events_exchange=self.env["EVENTS_EXCHANGE"],
+            service_name=self.name,
+            reports_dir=self.reports_dir,
+        )
+        self.tap_queue = f"{self.name}.completions-tap"
+        self.redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+        self.state = StateStore(self.redis, self.settings.redis_prefix, 3600)
+        self._amqp = kombu.Connection(self.settings.rabbitmq_url, connect_timeout=10)
+        self._channel: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+        self.completions: list[Completion] = []
+
+    # -- set-up and tear-down ------------------------------------------------
+
+    @property
+    def channel(self) -> Any:
+        if self._channel is None:
+            self._channel = self._amqp.default_channel
+        return self._channel
+
+    def tap_completions(self) -> None:
+        """Bind a queue to `task.#` so that completion events can be read back."""
+        self.channel.exchange_declare(self.settings.events_exchange, "topic", durable=True,
+                                      auto_delete=False)
+        self.channel.queue_declare(self.tap_queue, durable=False, auto_delete=False)
+        self.channel.queue_bind(self.tap_queue, self.settings.events_exchange, "task.#")
+
+    def start(self, *args: str, timeout_s: float = 60.0) -> None:
+        """Start `task-service run` and wait until bridge and worker consume."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log_path.open("ab")
+        command = [sys.executable, "-m", "app.cli", "run", *args]
+        self._process = subprocess.Popen(command, env=self.env, stdout=self._log_file,
+                                         stderr=subprocess.STDOUT)
+        queues = [self.settings.queue_name("inbox"), *task_queue_names(self.settings)]
+        self.wait_for(lambda: all(self.consumers(queue) > 0 for queue in queues),
+                      timeout_s, "bridge and worker consuming")
+
+    def stop(self, timeout_s: float = 45.0) -> int:
+        """SIGTERM the service and return its exit status."""
+        if self._process is None:
+            return 0
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            status = self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            status = self._process.wait()
+        self._process = None
+        if self._log_file is not None:
+            self._log_file.close()
+        return status
+
+    def close(self) -> None:
+        """Stop the service and delete its queues, exchanges and Redis keys."""
+        self.stop()
+        channel = self.channel
+        for queue in [self.settings.queue_name("inbox"), self.settings.queue_name("parked"),
+                      *task_queue_names(self.settings), self.tap_queue]:
+            channel.queue_delete(queue)
+        for exchange in (self.settings.events_exchange, task_exchange_name(self.settings)):
+            channel.exchange_delete(exchange)
+        for key in self.redis.scan_iter(f"{self.name}:*", count=1000):
+            self.redis.delete(key)
+        self._amqp.release()
+        self.redis.close()
+
+    # -- driving it ----------------------------------------------------------
+
+    def cli(self, *args: str, input_text: str | None = None,
+            timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a `task-service` command against this instance."""
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], env=self.env,
+                              input=input_text, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+
+    def replay(self, recording: Path) -> subprocess.CompletedProcess[str]:
+        result = self.cli("replay", str(recording))
+        if result.returncode != 0:
+            raise AssertionError(f"replay failed: {result.stderr}")
+        return result
+
+    # -- observing it --------------------------------------------------------
+
+    def consumers(self, queue: str) -> int:
+        try:
+            return int(self.channel.queue_declare(queue, passive=True).consumer_count)
+        except amqp.exceptions.NotFound:
+            self._channel = None  # a failed passive declare closes the channel
+            return 0
+
+    def message_count(self, queue: str) -> int:
+        try:
+            return int(self.channel.queue_declare(queue, passive=True).message_count)
+        except amqp.exceptions.NotFound:
+            self._channel = None
+            return 0
+
+    def arrived(self) -> int:
+        """How many events the bridge has claimed (its arrival counter)."""
+        return int(self.redis.get(self.state.keys.seq) or 0)
+
+    def unfinished(self) -> int:
+        return int(self.redis.zcard(self.state.keys.inflight))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise AssertionError(f"service exited with {self._process.returncode} while "
+                                     f"waiting for {what}; log: {self.log_path}")
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise ServiceTimeout(f"timed out after {timeout_s}s waiting for {what}; "
+                             f"log: {self.log_path}")
+
+    def wait_until_done(self, events: int, timeout_s: float = DEFAULT_WAIT_S) -> None:
+        """Wait until `events` events have arrived and every one has finished."""
+        self.wait_for(lambda: self.arrived() >= events and self.unfinished() == 0,
+                      timeout_s, f"{events} events to finish")
+
+    def read_completions(self) -> list[Completion]:
+        """Drain the tap queue; returns every completion event seen so far."""
+        while (message := self.channel.basic_get(self.tap_queue, no_ack=True)) is not None:
+            self.completions.append(Completion(message.delivery_info["routing_key"],
+                                               json.loads(message.body)))
+        return self.completions
+
+    def event_states(self) -> dict[str, dict[str, Any]]:
+        """Every event record under this instance's prefix, by event key."""
+        records = {}
+        prefix = self.state.keys.event("")
+        for raw in self.redis.scan_iter(f"{prefix}*", count=1000):
+            name = raw.decode()
+            if name.endswith(":history"):
+                continue
+            key = name[len(prefix):]
+            record = self.state.lookup(key)
+            if record is not None:
+                records[key] = record
+        return records
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
