@@ -33,7 +33,9 @@ from aio_pika.abc import (
 
 from app.celery_app import create_celery_app, task_exchange_name, task_queue_names
 from app.errors import ParkMessage, TransientError, Unroutable, translate
+from app.faults import crash_if_marked, parse_faults
 from app.inbound import InboundEvent, decode_event, raw_key
+from app.parked_queue import HEADER_REPLAYS
 from app.parking import park
 from app.settings import Settings, redact_url
 from app.state import AsyncStateStore
@@ -44,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 CONNECT_BACKOFF_MAX_S = 30.0
 TRANSIENT_NACK_DELAY_S = 1.0
+WATCHDOG_INTERVAL_S = 5.0
 
 
 async def connect_with_backoff(
@@ -92,8 +95,13 @@ class Bridge:
         self._state: AsyncStateStore | None = None
         self._publish_channel: AbstractChannel | None = None
         self._task_exchange: AbstractExchange | None = None
+        self._consume_channel: AbstractChannel | None = None
         self._inbox: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._faults = parse_faults(settings.fault_injection)
+        # Redelivered messages are handled one at a time (see _handle).
+        self._suspect_lock = asyncio.Lock()
         # Arrival order: messages are claimed in delivery order, so that a
         # report's "arrived before the rollover" means what it says.
         self._claim_lock = asyncio.Lock()
@@ -109,21 +117,26 @@ class Bridge:
         self._connection = await connect_with_backoff(self.settings)
         self._publish_channel = await self._connection.channel(publisher_confirms=True,
                                                                on_return_raises=True)
-        consume_channel = await self._connection.channel()
-        await consume_channel.set_qos(prefetch_count=self.settings.prefetch_count)
-
-        events = await consume_channel.declare_exchange(
-            self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._consume_channel = await self._connection.channel()
+        await self._consume_channel.set_qos(prefetch_count=self.settings.prefetch_count)
         await self._declare_task_topology()
         await self._publish_channel.declare_queue(self.parked_name, durable=True)
-        self._inbox = await consume_channel.declare_queue(self.inbox_name, durable=True)
+        await self._consume_inbox()
+        self._watchdog = asyncio.create_task(self._watch_inbox())
+        log.info("bridge ready", inbox=self.inbox_name, exchange=self.settings.events_exchange,
+                 bindings=sorted(ROUTES), prefetch=self.settings.prefetch_count)
+
+    async def _consume_inbox(self) -> None:
+        """Declare the exchange and the inbox, bind them, and consume."""
+        assert self._consume_channel is not None  # set in start()
+        events = await self._consume_channel.declare_exchange(
+            self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._inbox = await self._consume_channel.declare_queue(self.inbox_name, durable=True)
         # Exactly the routing keys a handler exists for: never `#`, and so
         # never our own completion events (`task.*`).
         for routing_key in ROUTES:
             await self._inbox.bind(events, routing_key=routing_key)
         self._consumer_tag = await self._inbox.consume(self._on_message)
-        log.info("bridge ready", inbox=self.inbox_name, exchange=self.settings.events_exchange,
-                 bindings=sorted(ROUTES), prefetch=self.settings.prefetch_count)
 
     async def _declare_task_topology(self) -> None:
         """Declare the task exchange and queues, as the Celery worker does.
@@ -140,6 +153,8 @@ class Bridge:
 
     async def stop(self) -> None:
         """Stop taking events, finish those in hand (bounded), and disconnect."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._inbox is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await self._inbox.cancel(self._consumer_tag)
@@ -165,7 +180,35 @@ class Bridge:
                 self._idle.set()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        if message.redelivered:
+            # It was in hand when a bridge died, perhaps because of it:
+            # handle it alone, and count how often that happened.
+            async with self._suspect_lock:
+                await self._handle_suspect(message)
+            return
+        await self._handle_once(message)
+
+    async def _handle_suspect(self, message: AbstractIncomingMessage) -> None:
+        assert self._state is not None  # set in start()
+        digest = raw_key((message.routing_key or "").encode() + b"\x00" + message.body)
+        try:
+            deliveries = await self._state.count_suspect_delivery(digest)
+        except TransientError as exc:
+            log.warning("transient error, message will be redelivered", error=str(exc))
+            await asyncio.sleep(TRANSIENT_NACK_DELAY_S)
+            await self._settle(message.nack(requeue=True))
+            return
+        if deliveries > self.settings.max_deliveries:
+            await self._park(message, "max_deliveries",
+                             f"in hand {deliveries - 1} times when a bridge process died")
+        else:
+            await self._handle_once(message)
+        with contextlib.suppress(TransientError):
+            await self._state.clear_suspect(digest)
+
+    async def _handle_once(self, message: AbstractIncomingMessage) -> None:
         routing_key = message.routing_key or ""
+        crash_if_marked(self._faults, "bridge_exit_on", message.body)
         try:
             event = decode_event(message.body, routing_key=routing_key,
                                  content_type=message.content_type,
@@ -196,15 +239,15 @@ class Bridge:
             claim = await self._state.claim(
                 key=event.key, event_type=event.event_type, routing_key=event.routing_key,
                 trace_id=event.trace_id, redelivered=bool(message.redelivered),
-                tasks_total=len(task_names))
+                tasks_total=len(task_names), generation=_replays(message))
         if not claim.is_new:
-            bound.info("duplicate event acknowledged", existing_state=claim.existing_state)
+            bound.info(f"{claim.outcome} event acknowledged", existing_state=claim.existing_state)
             await message.ack()
             return
 
         meta = {"eventKey": event.key, "eventType": event.event_type,
                 "routingKey": event.routing_key, "traceId": event.trace_id, "seq": claim.seq}
-        task_ids = [task_id_for(event.key, name) for name in task_names]
+        task_ids = [task_id_for(event.key, name, claim.generation) for name in task_names]
         await asyncio.gather(*(self._publish_task(name, task_id, event, meta)
                                for name, task_id in zip(task_names, task_ids, strict=True)))
         await self._state.mark_queued(event.key, task_ids)
@@ -252,12 +295,54 @@ class Bridge:
             log.warning("parked message not recorded in state", event_key=key, error=str(exc))
         await message.ack()
 
+    async def _watch_inbox(self) -> None:
+        """Every few seconds, make sure the inbox exists and we consume it.
+
+        aio-pika restores its consumers after a reconnect, but a queue
+        deleted by hand, or a consumer the broker cancelled, stays gone:
+        a bridge must never sit connected with zero consumers.
+        """
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            if self._connection is None or self._connection.is_closed:
+                continue  # the robust connection is reconnecting
+            try:
+                if await self._inbox_consumed():
+                    continue
+                log.warning("inbox queue or its consumer is gone; declaring and consuming again",
+                            inbox=self.inbox_name)
+                await self._consume_inbox()
+            except Exception as exc:  # a check that fails is retried next round
+                log.warning("inbox check failed", error=str(translate(exc)))
+
+    async def _inbox_consumed(self) -> bool:
+        assert self._connection is not None and self._consume_channel is not None
+        probe = await self._connection.channel()
+        try:
+            await probe.declare_queue(self.inbox_name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.close()
+        underlay = await self._consume_channel.get_underlay_channel()
+        return self._consumer_tag in underlay.consumers
+
     @staticmethod
     async def _settle(operation: Any) -> None:
         # Settling fails only when the channel is gone, and then the broker
         # redelivers the message anyway.
         with contextlib.suppress(Exception):
             await operation
+
+
+def _replays(message: AbstractIncomingMessage) -> int:
+    """How often `parked replay` has re-published this message (0: never)."""
+    value = (message.headers or {}).get(HEADER_REPLAYS, 0)
+    try:
+        return max(int(value), 0)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 async def run_bridge(settings: Settings) -> int:

@@ -16,9 +16,9 @@ from schemas.completion import CompletionEvent
 class CompletionPublisher:
     """Publishes `CompletionEvent`s; raises `Unroutable` when one is returned."""
 
-    def __init__(self, url: str, exchange_name: str, timeout_s: float) -> None:
+    def __init__(self, publisher: ConfirmedPublisher, exchange_name: str) -> None:
         self._exchange_name = exchange_name
-        self._publisher = ConfirmedPublisher(url, timeout_s)
+        self._publisher = publisher
 
     @property
     def unroutable_total(self) -> int:
@@ -34,5 +34,3 @@ class CompletionPublisher:
                         "delivery_mode": 2, "message_id": event.event_id},
         )
 
-    def close(self) -> None:
-        self._publisher.close()

@@ -15,6 +15,8 @@ camelCase, `meta` holds eventKey, eventType, routingKey, traceId and seq.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import time
@@ -35,12 +37,16 @@ from app.errors import (
     Unroutable,
     translate,
 )
+from app.faults import crash_if_marked, parse_faults
+from app.parking import parking_headers
+from app.publisher import ConfirmedPublisher
 from app.settings import Settings, load_settings
 from app.state import StateStore
 from schemas.completion import CompletionEvent, TaskError
 
 log = structlog.get_logger(__name__)
 
+_COMPLETION_NAMESPACE = uuid.UUID("3c1d0b9a-7f1e-4e55-8a6b-0d2f9e4c1a77")
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 
@@ -64,7 +70,9 @@ class WorkerResources:
     settings: Settings
     redis: redis.Redis
     state: StateStore
+    publisher: ConfirmedPublisher
     completions: CompletionPublisher
+    faults: dict[str, bytes]
 
 
 _resources: WorkerResources | None = None
@@ -78,12 +86,14 @@ def worker_resources() -> WorkerResources:
         settings = load_settings()
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
                                       socket_connect_timeout=5, health_check_interval=30)
+        publisher = ConfirmedPublisher(settings.rabbitmq_url, settings.publish_timeout_s)
         _resources = WorkerResources(
             settings=settings,
             redis=client,
             state=StateStore(client, settings.redis_prefix, settings.state_ttl_s),
-            completions=CompletionPublisher(settings.rabbitmq_url, settings.events_exchange,
-                                            settings.publish_timeout_s),
+            publisher=publisher,
+            completions=CompletionPublisher(publisher, settings.events_exchange),
+            faults=parse_faults(settings.fault_injection),
         )
         _resources_pid = os.getpid()
     return _resources
@@ -111,19 +121,27 @@ class EventTask(celery.Task):
                          trace_id=meta.get("traceId"), attempt=attempt)
 
         try:
-            previous = resources.state.task_started(key=key, task_id=self.request.id,
-                                                    task_name=self.name, attempt=attempt)
+            previous, crashes = resources.state.task_started(
+                key=key, task_id=self.request.id, task_name=self.name, attempt=attempt)
         except TransientError as exc:
             return self._retry_or_fail(resources, bound, event, meta, exc, attempt, 0.0)
         if previous in ("succeeded", "failed"):
             bound.info("task already finished, not running it again", previous_state=previous)
             return resources.state.task_result(self.request.id)
+        if crashes >= resources.settings.max_deliveries:
+            error = PermanentError(f"a worker process died running it {crashes} times")
+            self._park(resources, bound, event, meta, "max_deliveries", str(error))
+            self._finish(resources, bound, meta, attempt, 0.0, error=error)
+            return None
 
+        crash_if_marked(resources.faults, "worker_exit_on", json.dumps(event).encode())
         started = time.monotonic()
         try:
             result = self.run(event, meta)
         except NotReady as exc:
             bound.info("task not ready, deferring", reason=str(exc))
+            with contextlib.suppress(TransientError):
+                resources.state.task_deferred(self.request.id)
             deferred = {**meta, "deferrals": int(meta.get("deferrals", 0)) + 1}
             raise self.retry(kwargs={"event": event, "meta": deferred},
                              countdown=exc.countdown_s, max_retries=None) from None
@@ -158,9 +176,33 @@ class EventTask(celery.Task):
             except TransientError:
                 bound.warning("could not record the retry; Redis unavailable")
             raise self.retry(exc=error, countdown=delay_s, max_retries=None)
-        self._finish(resources, bound, meta, attempt, duration_ms,
-                     error=PermanentError(f"gave up after {attempt} attempts: {error}"))
+        final = PermanentError(f"gave up after {attempt} attempts: {error}")
+        self._park(resources, bound, event, meta, "max_attempts", str(final))
+        self._finish(resources, bound, meta, attempt, duration_ms, error=final)
         raise error
+
+    def _park(self, resources: WorkerResources, bound: Any, event: dict[str, Any],
+              meta: dict[str, Any], reason: str, detail: str) -> None:
+        """Put the event in the parking queue, so an operator can replay it.
+
+        The worker has the validated event, not the original bytes: the
+        parked copy is the event in camelCase, with the event key as its
+        message id so that a replay keeps the key.
+        """
+        headers = parking_headers(reason=reason, detail=detail,
+                                  exchange=resources.settings.events_exchange,
+                                  routing_key=meta["routingKey"], event_key=meta["eventKey"],
+                                  message_id=meta["eventKey"])
+        try:
+            resources.publisher.publish(
+                exchange="", routing_key=resources.settings.queue_name("parked"),
+                body=json.dumps(event, separators=(",", ":")).encode(), declare_topic=False,
+                properties={"content_type": "application/json", "delivery_mode": 2,
+                            "message_id": meta["eventKey"], "headers": headers})
+        except Exception as exc:  # the failure is still recorded and reported
+            bound.error("could not park the event", reason=reason, error=str(translate(exc)))
+            return
+        bound.error("event parked", reason=reason, detail=detail)
 
     def _finish(
         self, resources: WorkerResources, bound: Any, meta: dict[str, Any], attempt: int,
@@ -172,9 +214,12 @@ class EventTask(celery.Task):
         rather than losing it: consumers de-duplicate by sourceEventKey.
         """
         succeeded = error is None
+        outcome = "task.succeeded" if succeeded else "task.failed"
         completion = CompletionEvent(
-            event_type="task.succeeded" if succeeded else "task.failed",
-            event_id=str(uuid.uuid4()),
+            event_type=outcome,
+            # The same for every run of the same task: a completion event
+            # repeated after a crash carries the id of the first.
+            event_id=str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{self.request.id}:{outcome}")),
             timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             trace_id=meta.get("traceId"),
             task_id=self.request.id,

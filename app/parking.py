@@ -27,20 +27,30 @@ HEADER_MESSAGE_ID = "x-original-message-id"
 MAX_DETAIL_CHARS = 4000
 
 
+def parking_headers(
+    *, reason: str, detail: str, exchange: str, routing_key: str, event_key: str,
+    message_id: str | None,
+) -> dict[str, Any]:
+    """The headers that say why, from where and when a message was parked."""
+    return {
+        HEADER_REASON: reason,
+        HEADER_DETAIL: detail[:MAX_DETAIL_CHARS],
+        HEADER_EXCHANGE: exchange,
+        HEADER_ROUTING_KEY: routing_key,
+        HEADER_PARKED_AT: utc_now(),
+        HEADER_EVENT_KEY: event_key,
+        HEADER_MESSAGE_ID: message_id or "",
+    }
+
+
 def parked_message(
     message: AbstractIncomingMessage, *, reason: str, detail: str, event_key: str
 ) -> aio_pika.Message:
     """A copy of `message` for the parking queue, with the why in its headers."""
     headers: dict[str, Any] = dict(message.headers or {})
-    headers |= {
-        HEADER_REASON: reason,
-        HEADER_DETAIL: detail[:MAX_DETAIL_CHARS],
-        HEADER_EXCHANGE: message.exchange or "",
-        HEADER_ROUTING_KEY: message.routing_key or "",
-        HEADER_PARKED_AT: utc_now(),
-        HEADER_EVENT_KEY: event_key,
-        HEADER_MESSAGE_ID: message.message_id or "",
-    }
+    headers |= parking_headers(reason=reason, detail=detail, exchange=message.exchange or "",
+                               routing_key=message.routing_key or "", event_key=event_key,
+                               message_id=message.message_id)
     return aio_pika.Message(
         body=message.body,
         headers=headers,

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # rollover to finish, before it is written with what is there.
     report_wait_s: float = Field(default=120.0, ge=0)
     task_max_attempts: int = Field(default=5, ge=1, le=100)
+    # A message in hand each time the bridge or a worker process died is
+    # parked after this many such deliveries, so that it cannot loop.
+    max_deliveries: int = Field(default=5, ge=2, le=100)
+    # Testing aid, off in production: `bridge_exit_on=TEXT,worker_exit_on=TEXT`
+    # makes the process exit at once on a message containing TEXT.
+    fault_injection: str = ""
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -30,29 +30,52 @@ from app.errors import translate
 FINAL_STATES = frozenset({"succeeded", "failed", "parked"})
 
 # KEYS: event, history, seq, inflight
-# ARGV: now, eventType, routingKey, traceId, ttl, redelivered, eventKey, tasksTotal
+# ARGV: now, eventType, routingKey, traceId, ttl, redelivered, eventKey, tasksTotal,
+#       generation
+# Returns {outcome, seq or state, generation}. Outcomes:
+# - new:         process it (also: a redelivery of an event that never got
+#                queued, which keeps its arrival seq; or a parked event
+#                re-published by `parked replay`, which starts a generation);
+# - redelivered: the broker delivered again what we already handled (after a
+#                crash before the ack): not a duplicate of the platform's;
+# - duplicate:   the platform sent this event key again.
 _CLAIM = """
 local state = redis.call('HGET', KEYS[1], 'state')
 local ttl = tonumber(ARGV[5])
-if state and not (state == 'received' and ARGV[6] == '1') then
-  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
-  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='duplicate'}))
+local generation = tonumber(ARGV[9])
+local stored_generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or 0)
+local function keep()
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
-  return {'duplicate', state}
+end
+if state == 'received' and ARGV[6] == '1' then
+  local seq = redis.call('HGET', KEYS[1], 'seq')
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='received', seq=tonumber(seq),
+    redelivered=true}))
+  keep()
+  return {'new', seq, tostring(stored_generation)}
+end
+local replayed = generation > stored_generation and (state == 'failed' or state == 'parked')
+if state and not replayed then
+  local outcome, counter = 'duplicate', 'duplicates'
+  if ARGV[6] == '1' then outcome, counter = 'redelivered', 'redeliveries' end
+  redis.call('HINCRBY', KEYS[1], counter, 1)
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state=outcome}))
+  keep()
+  return {outcome, state, tostring(stored_generation)}
 end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('HSET', KEYS[1], 'state', 'received', 'eventType', ARGV[2], 'routingKey', ARGV[3],
   'traceId', ARGV[4], 'seq', seq, 'tasksTotal', ARGV[8], 'tasksSucceeded', 0,
-  'tasksFailed', 0, 'receivedAt', ARGV[1], 'updatedAt', ARGV[1])
+  'tasksFailed', 0, 'receivedAt', ARGV[1], 'updatedAt', ARGV[1], 'generation', generation)
 redis.call('HSETNX', KEYS[1], 'duplicates', 0)
 redis.call('ZADD', KEYS[4], seq, ARGV[7])
 redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='received', seq=seq}))
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return {'new', tostring(seq)}
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='received', seq=seq,
+  generation=generation}))
+keep()
+return {'new', tostring(seq), tostring(generation)}
 """
 
 # KEYS: event, history   ARGV: now, taskIds (JSON), ttl
@@ -87,12 +110,17 @@ return 1
 """
 
 # KEYS: event, history, task   ARGV: now, taskId, taskName, attempt, ttl, eventKey
-# Returns the task's previous state, so a redelivered task that already
-# succeeded can skip its side effects.
+# Returns {previous state, crashes}: a redelivered task that already
+# succeeded skips its side effects; a task found still `running` was
+# delivered to a worker process that died under it, and that is counted.
 _TASK_STARTED = """
 local previous = redis.call('HGET', KEYS[3], 'state') or ''
 if previous == 'succeeded' or previous == 'failed' then
-  return previous
+  return {previous, 0}
+end
+local crashes = 0
+if previous == 'running' then
+  crashes = redis.call('HINCRBY', KEYS[3], 'crashes', 1)
 end
 redis.call('HSET', KEYS[3], 'state', 'running', 'eventKey', ARGV[6], 'taskName', ARGV[3],
   'attempts', ARGV[4], 'startedAt', ARGV[1])
@@ -104,7 +132,7 @@ redis.call('HSET', KEYS[1], 'attempts', ARGV[4], 'updatedAt', ARGV[1])
 redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='running', taskId=ARGV[2],
   taskName=ARGV[3], attempt=tonumber(ARGV[4])}))
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-return previous
+return {previous, crashes}
 """
 
 # KEYS: event, history, task   ARGV: now, taskId, attempt, error, ttl, eventKey
@@ -164,9 +192,14 @@ def utc_now() -> str:
 class Claim:
     """What the bridge learns when it claims an event key."""
 
-    is_new: bool
+    outcome: str  # new | duplicate | redelivered
     seq: int | None = None
     existing_state: str | None = None
+    generation: int = 0
+
+    @property
+    def is_new(self) -> bool:
+        return self.outcome == "new"
 
 
 class StateKeys:
@@ -186,6 +219,9 @@ class StateKeys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
 
+    def suspect(self, digest: str) -> str:
+        return f"{self.prefix}suspect:{digest}"
+
 
 class AsyncStateStore:
     """The bridge's view of task state (redis.asyncio; never blocks the loop)."""
@@ -200,16 +236,35 @@ class AsyncStateStore:
 
     async def claim(
         self, *, key: str, event_type: str, routing_key: str, trace_id: str | None,
-        redelivered: bool, tasks_total: int,
+        redelivered: bool, tasks_total: int, generation: int = 0,
     ) -> Claim:
         """Record a new event key, or learn that it was seen before."""
         keys = [self.keys.event(key), self.keys.history(key), self.keys.seq, self.keys.inflight]
         argv = [utc_now(), event_type, routing_key, trace_id or "", self.ttl_s,
-                "1" if redelivered else "0", key, tasks_total]
-        outcome, value = await self._run(self._claim, keys, argv)
+                "1" if redelivered else "0", key, tasks_total, generation]
+        outcome, value, stored_generation = await self._run(self._claim, keys, argv)
         if outcome == b"new":
-            return Claim(is_new=True, seq=int(value))
-        return Claim(is_new=False, existing_state=value.decode())
+            return Claim("new", seq=int(value), generation=int(stored_generation))
+        return Claim(outcome.decode(), existing_state=value.decode(),
+                     generation=int(stored_generation))
+
+    async def count_suspect_delivery(self, digest: str) -> int:
+        """Count one more delivery of a message that was in hand when we died."""
+        name = self.keys.suspect(digest)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, self.ttl_s)
+                count, _ = await pipe.execute()
+        except Exception as exc:  # translated in one place, re-raised
+            raise translate(exc) from exc
+        return int(count)
+
+    async def clear_suspect(self, digest: str) -> None:
+        try:
+            await self.client.delete(self.keys.suspect(digest))
+        except Exception as exc:  # translated in one place, re-raised
+            raise translate(exc) from exc
 
     async def mark_queued(self, key: str, task_ids: list[str]) -> None:
         keys = [self.keys.event(key), self.keys.history(key)]
@@ -239,11 +294,21 @@ class StateStore:
         self._finished = client.register_script(_TASK_FINISHED)
         self._parked = client.register_script(_PARKED)
 
-    def task_started(self, *, key: str, task_id: str, task_name: str, attempt: int) -> str:
-        """Mark a task running; return its previous state ('' when new)."""
+    def task_started(
+        self, *, key: str, task_id: str, task_name: str, attempt: int
+    ) -> tuple[str, int]:
+        """Mark a task running; return its previous state ('' when new) and crash count."""
         keys = [self.keys.event(key), self.keys.history(key), self.keys.task(task_id)]
         argv = [utc_now(), task_id, task_name, attempt, self.ttl_s, key]
-        return self._run(self._started, keys, argv).decode()
+        previous, crashes = self._run(self._started, keys, argv)
+        return previous.decode(), int(crashes)
+
+    def task_deferred(self, task_id: str) -> None:
+        """Mark a task as waiting (not running), without a history entry."""
+        try:
+            self.client.hset(self.keys.task(task_id), "state", "deferred")
+        except Exception as exc:  # translated in one place, re-raised
+            raise translate(exc) from exc
 
     def task_retrying(self, *, key: str, task_id: str, attempt: int, error: str) -> None:
         keys = [self.keys.event(key), self.keys.history(key), self.keys.task(task_id)]
@@ -288,8 +353,8 @@ class StateStore:
         record: dict[str, Any] = {k.decode(): v.decode() for k, v in event.items()}
         record["eventKey"] = key
         record["taskIds"] = json.loads(record.get("taskIds", "[]"))
-        for field in ("seq", "attempts", "duplicates", "tasksTotal", "tasksSucceeded",
-                      "tasksFailed"):
+        for field in ("seq", "attempts", "duplicates", "redeliveries", "tasksTotal",
+                      "tasksSucceeded", "tasksFailed", "generation"):
             if field in record:
                 record[field] = int(record[field])
         history = self.client.lrange(self.keys.history(key), 0, -1)

@@ -22,8 +22,11 @@ from kombu.serialization import dumps
 _TASK_ID_NAMESPACE = uuid.UUID("6f1f3b8e-2c1e-4b7a-9d55-0c3f4a5e7b21")
 
 
-def task_id_for(event_key: str, task_name: str) -> str:
-    return str(uuid.uuid5(_TASK_ID_NAMESPACE, f"{event_key}\x00{task_name}"))
+def task_id_for(event_key: str, task_name: str, generation: int = 0) -> str:
+    """The task id of `task_name` for an event; a parked event re-published by
+    `parked replay` starts a new generation, and so gets new task ids."""
+    name = f"{event_key}\x00{task_name}" + (f"\x00{generation}" if generation else "")
+    return str(uuid.uuid5(_TASK_ID_NAMESPACE, name))
 
 
 def build_task_message(

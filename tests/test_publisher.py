@@ -34,13 +34,13 @@ def completion() -> CompletionEvent:
 
 
 def test_unroutable_completion_event_is_detected_and_counted(exchange: str) -> None:
-    publisher = CompletionPublisher(URL, exchange, timeout_s=5)
-    with pytest.raises(Unroutable):
-        publisher.publish(completion())
-    with pytest.raises(Unroutable):
-        publisher.publish(completion())
+    with ConfirmedPublisher(URL, 5) as confirmed:
+        publisher = CompletionPublisher(confirmed, exchange)
+        with pytest.raises(Unroutable):
+            publisher.publish(completion())
+        with pytest.raises(Unroutable):
+            publisher.publish(completion())
     assert publisher.unroutable_total == 2
-    publisher.close()
 
 
 def test_routable_completion_event_is_delivered_as_json(exchange: str) -> None:
@@ -50,10 +50,10 @@ def test_routable_completion_event_is_delivered_as_json(exchange: str) -> None:
         channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
         channel.queue_declare(queue, auto_delete=False)
         channel.queue_bind(queue, exchange, "task.#")
-        publisher = CompletionPublisher(URL, exchange, timeout_s=5)
         event = completion()
-        publisher.publish(event)
-        publisher.close()
+        with ConfirmedPublisher(URL, 5) as confirmed:
+            publisher = CompletionPublisher(confirmed, exchange)
+            publisher.publish(event)
         message = channel.basic_get(queue, no_ack=True)
         channel.queue_delete(queue)
     assert message.delivery_info["routing_key"] == "task.succeeded.calls.record_event"

@@ -25,13 +25,14 @@ def prefix() -> Iterator[str]:
     client.close()
 
 
-def claim(prefix: str, key: str, redelivered: bool = False, tasks_total: int = 1):
+def claim(prefix: str, key: str, redelivered: bool = False, tasks_total: int = 1,
+          generation: int = 0):
     async def go():
         client = redis.asyncio.Redis()
         try:
             return await AsyncStateStore(client, prefix, 600).claim(
                 key=key, event_type="call.ended", routing_key="call.ended", trace_id="t",
-                redelivered=redelivered, tasks_total=tasks_total)
+                redelivered=redelivered, tasks_total=tasks_total, generation=generation)
         finally:
             await client.aclose()
     return asyncio.run(go())
@@ -50,7 +51,42 @@ def test_first_claim_is_new_and_the_second_a_duplicate(prefix: str) -> None:
 def test_a_redelivered_event_that_never_got_queued_is_processed_again(prefix: str) -> None:
     assert claim(prefix, "k1").is_new
     again = claim(prefix, "k1", redelivered=True)
-    assert again.is_new and again.seq == 2
+    assert again.is_new and again.seq == 1  # it keeps its place in arrival order
+
+
+def test_a_redelivery_after_queueing_is_not_a_duplicate(prefix: str) -> None:
+    claim(prefix, "k1")
+    asyncio.run(_queued(prefix, "k1"))
+    again = claim(prefix, "k1", redelivered=True)
+    assert again.outcome == "redelivered"
+    record = StateStore(redis.Redis(), prefix, 600).lookup("k1")
+    assert record is not None
+    assert record["duplicates"] == 0 and record["redeliveries"] == 1
+
+
+def test_a_replayed_parked_event_starts_a_new_generation_once(prefix: str) -> None:
+    claim(prefix, "k1")
+    store = StateStore(redis.Redis(), prefix, 600)
+    store.task_finished(key="k1", task_id="t1", succeeded=False, attempt=5, error="gave up")
+    replayed = claim(prefix, "k1", generation=1)
+    assert replayed.is_new and replayed.generation == 1 and replayed.seq == 2
+    assert claim(prefix, "k1", generation=1).outcome == "duplicate"
+
+
+def test_a_task_found_running_was_in_a_worker_that_died(prefix: str) -> None:
+    claim(prefix, "k1")
+    store = StateStore(redis.Redis(), prefix, 600)
+    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=1) == ("", 0)
+    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=1) == ("running", 1)
+    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=1) == ("running", 2)
+
+
+async def _queued(prefix: str, key: str) -> None:
+    client = redis.asyncio.Redis()
+    try:
+        await AsyncStateStore(client, prefix, 600).mark_queued(key, ["t1"])
+    finally:
+        await client.aclose()
 
 
 def test_arrival_seq_counts_up_across_keys(prefix: str) -> None:
@@ -61,7 +97,7 @@ def test_event_succeeds_when_all_its_tasks_have(prefix: str) -> None:
     claim(prefix, "k1", tasks_total=2)
     store = StateStore(redis.Redis(), prefix, 600)
     assert store.unfinished_before(99) == 1
-    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=1) == ""
+    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=1) == ("", 0)
     assert store.task_finished(key="k1", task_id="t1", succeeded=True, attempt=1) == "running"
     store.task_started(key="k1", task_id="t2", task_name="b", attempt=1)
     assert store.task_finished(key="k1", task_id="t2", succeeded=True, attempt=1) == "succeeded"
@@ -76,7 +112,8 @@ def test_a_finished_task_is_not_counted_twice(prefix: str) -> None:
     store.task_finished(key="k1", task_id="t1", succeeded=True, attempt=1)
     record = store.lookup("k1")
     assert record is not None and record["tasksSucceeded"] == 1 and record["state"] != "succeeded"
-    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=2) == "succeeded"
+    assert store.task_started(key="k1", task_id="t1", task_name="a", attempt=2) == (
+        "succeeded", 0)
     assert store.task_result("t1") == {"ok": True}
 
 
