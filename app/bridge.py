@@ -32,7 +32,7 @@ from aio_pika.abc import (
 )
 
 from app.celery_app import create_celery_app, task_exchange_name, task_queue_names
-from app.errors import ParkMessage, TransientError, Unroutable, translate
+from app.errors import ParkMessage, TransientError, translate
 from app.faults import crash_if_marked, parse_faults
 from app.inbound import InboundEvent, decode_event, raw_key
 from app.parked_queue import HEADER_REPLAYS
@@ -269,7 +269,7 @@ class Bridge:
             # The task queue is gone (deleted by hand?): declare it again and
             # let the event come back.
             await self._declare_task_topology()
-            raise Unroutable(f"task queue {queue!r} was missing; redeclared") from None
+            raise TransientError(f"task queue {queue!r} was missing; redeclared") from None
         except Exception as exc:
             raise translate(exc) from exc
 

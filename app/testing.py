@@ -9,6 +9,7 @@ created when it is closed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,9 @@ from typing import Any
 
 import amqp
 import kombu
+import kombu.exceptions
 import redis
+import redis.exceptions
 
 from app.celery_app import task_exchange_name, task_queue_names
 from app.settings import Settings
@@ -73,6 +76,7 @@ class ServiceRun:
         self._amqp = kombu.Connection(self.settings.rabbitmq_url, connect_timeout=10)
         self._channel: Any = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._components: dict[str, subprocess.Popen[bytes]] = {}
         self._log_file: Any = None
         self.completions: list[Completion] = []
 
@@ -88,7 +92,7 @@ class ServiceRun:
         """Bind a queue to `task.#` so that completion events can be read back."""
         self.channel.exchange_declare(self.settings.events_exchange, "topic", durable=True,
                                       auto_delete=False)
-        self.channel.queue_declare(self.tap_queue, durable=False, auto_delete=False)
+        self.channel.queue_declare(self.tap_queue, durable=True, auto_delete=False)
         self.channel.queue_bind(self.tap_queue, self.settings.events_exchange, "task.#")
 
     def start(self, *args: str, timeout_s: float = 60.0) -> None:
@@ -102,19 +106,57 @@ class ServiceRun:
         self.wait_for(lambda: all(self.consumers(queue) > 0 for queue in queues),
                       timeout_s, "bridge and worker consuming")
 
+    def start_component(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start `task-service bridge` or `worker` alone (so it can be killed alone)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._log_file is None:
+            self._log_file = self.log_path.open("ab")
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", name, *args],
+                                   env=self.env, stdout=self._log_file,
+                                   stderr=subprocess.STDOUT)
+        self._components[name] = process
+        return process
+
+    def component(self, name: str) -> subprocess.Popen[bytes]:
+        return self._components[name]
+
+    def wait_consuming(self, timeout_s: float = 60.0) -> None:
+        """Wait until the inbox and every task queue have a consumer."""
+        queues = [self.settings.queue_name("inbox"), *task_queue_names(self.settings)]
+        self.wait_for(lambda: all(self.consumers(queue) > 0 for queue in queues),
+                      timeout_s, "bridge and worker consuming")
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL a component started alone, as a crash would."""
+        process = self._components[name]
+        process.kill()
+        process.wait(timeout=30)
+
+    def worker_processes(self) -> list[int]:
+        """Pids of the Celery pool processes under the worker started alone."""
+        worker = self._components["worker"]
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
     def stop(self, timeout_s: float = 45.0) -> int:
-        """SIGTERM the service and return its exit status."""
-        if self._process is None:
-            return 0
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            status = self._process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            status = self._process.wait()
+        """SIGTERM the service (and components started alone); return the exit status."""
+        status = 0
+        processes = ([self._process] if self._process else []) + list(self._components.values())
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                code = process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            status = status or code
         self._process = None
+        self._components.clear()
         if self._log_file is not None:
             self._log_file.close()
+            self._log_file = None
         return status
 
     def close(self) -> None:
@@ -149,18 +191,26 @@ class ServiceRun:
     # -- observing it --------------------------------------------------------
 
     def consumers(self, queue: str) -> int:
+        return self._declare_passive(queue, "consumer_count")
+
+    def message_count(self, queue: str) -> int:
+        return self._declare_passive(queue, "message_count")
+
+    def _declare_passive(self, queue: str, field: str) -> int:
         try:
-            return int(self.channel.queue_declare(queue, passive=True).consumer_count)
+            return int(getattr(self.channel.queue_declare(queue, passive=True), field))
         except amqp.exceptions.NotFound:
             self._channel = None  # a failed passive declare closes the channel
             return 0
-
-    def message_count(self, queue: str) -> int:
-        try:
-            return int(self.channel.queue_declare(queue, passive=True).message_count)
-        except amqp.exceptions.NotFound:
-            self._channel = None
+        except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.OperationalError):
+            self._reconnect()  # the broker restarted under us
             return 0
+
+    def _reconnect(self) -> None:
+        self._channel = None
+        with contextlib.suppress(Exception):
+            self._amqp.release()
+        self._amqp = kombu.Connection(self.settings.rabbitmq_url, connect_timeout=10)
 
     def arrived(self) -> int:
         """How many events the bridge has claimed (its arrival counter)."""
@@ -175,8 +225,11 @@ class ServiceRun:
             if self._process is not None and self._process.poll() is not None:
                 raise AssertionError(f"service exited with {self._process.returncode} while "
                                      f"waiting for {what}; log: {self.log_path}")
-            if predicate():
-                return
+            try:
+                if predicate():
+                    return
+            except (OSError, redis.exceptions.ConnectionError):
+                pass  # a service the test restarts is briefly away
             time.sleep(0.2)
         raise ServiceTimeout(f"timed out after {timeout_s}s waiting for {what}; "
                              f"log: {self.log_path}")
