@@ -37,7 +37,7 @@ from app.errors import (
     Unroutable,
     translate,
 )
-from app.faults import crash_if_marked, parse_faults
+from app.faults import crash_if_marked, fail_if_marked, parse_faults
 from app.parking import parking_headers
 from app.publisher import ConfirmedPublisher
 from app.settings import Settings, load_settings
@@ -134,9 +134,11 @@ class EventTask(celery.Task):
             self._finish(resources, bound, meta, attempt, 0.0, error=error)
             return None
 
-        crash_if_marked(resources.faults, "worker_exit_on", json.dumps(event).encode())
+        body = json.dumps(event).encode() if resources.faults else b""
+        crash_if_marked(resources.faults, "worker_exit_on", body)
         started = time.monotonic()
         try:
+            fail_if_marked(resources.faults, "worker_transient_on", body)
             result = self.run(event, meta)
         except NotReady as exc:
             bound.info("task not ready, deferring", reason=str(exc))

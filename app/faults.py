@@ -4,6 +4,8 @@
 bridge (or a worker process) exit at once, as a crash would, whenever it
 handles a message whose body contains that text. The tests use it to prove
 that such a message ends parked after a bounded number of deliveries.
+`worker_transient_on=TEXT` makes such a task fail with a transient error, to
+prove retries, `task.failed` and parking with reason `max_attempts`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
-from app.errors import ConfigError
+from app.errors import ConfigError, TransientError
 
 EXIT_STATUS = 70
-_KNOWN = ("bridge_exit_on", "worker_exit_on")
+_KNOWN = ("bridge_exit_on", "worker_exit_on", "worker_transient_on")
 
 
 def parse_faults(spec: str) -> dict[str, bytes]:
@@ -27,6 +29,13 @@ def parse_faults(spec: str) -> dict[str, bytes]:
                               f"use {' or '.join(_KNOWN)}=TEXT")
         faults[name] = marker.encode()
     return faults
+
+
+def fail_if_marked(faults: dict[str, bytes], name: str, body: bytes) -> None:
+    """Raise a transient error if `body` carries the fault's marker."""
+    marker = faults.get(name)
+    if marker is not None and marker in body:
+        raise TransientError(f"fault injection: {name} matched")
 
 
 def crash_if_marked(faults: dict[str, bytes], name: str, body: bytes) -> None:
