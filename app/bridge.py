@@ -38,8 +38,9 @@ from app.inbound import InboundEvent, decode_event, raw_key
 from app.parked_queue import HEADER_REPLAYS
 from app.parking import park
 from app.settings import Settings, redact_url
-from app.state import AsyncStateStore
+from app.state import AsyncStateStore, Claim
 from app.task_messages import build_task_message, task_id_for
+from app.turnstile import Turnstile
 from handlers.routes import ROUTES, TASK_QUEUES
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,7 @@ log = structlog.get_logger(__name__)
 CONNECT_BACKOFF_MAX_S = 30.0
 TRANSIENT_NACK_DELAY_S = 1.0
 WATCHDOG_INTERVAL_S = 5.0
+CLAIM_RETRY_S = 30.0
 
 
 async def connect_with_backoff(
@@ -102,9 +104,9 @@ class Bridge:
         self._faults = parse_faults(settings.fault_injection)
         # Redelivered messages are handled one at a time (see _handle).
         self._suspect_lock = asyncio.Lock()
-        # Arrival order: messages are claimed in delivery order, so that a
+        # Arrival order: event keys are claimed in delivery order, so that a
         # report's "arrived before the rollover" means what it says.
-        self._claim_lock = asyncio.Lock()
+        self._turnstile = Turnstile()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -170,25 +172,28 @@ class Bridge:
         log.info("bridge stopped", processed=self.processed)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        ticket = self._turnstile.take()  # before any await: delivery order
         self._in_flight += 1
         self._idle.clear()
         try:
-            await self._handle(message)
+            await self._handle(message, ticket)
         finally:
+            await self._turnstile.pass_turn(ticket)
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: AbstractIncomingMessage, ticket: int) -> None:
         if message.redelivered:
             # It was in hand when a bridge died, perhaps because of it:
-            # handle it alone, and count how often that happened.
+            # handle it alone, and count how often that happened. (Suspects
+            # take this lock in ticket order, so the turnstile cannot jam.)
             async with self._suspect_lock:
-                await self._handle_suspect(message)
+                await self._handle_suspect(message, ticket)
             return
-        await self._handle_once(message)
+        await self._handle_once(message, ticket)
 
-    async def _handle_suspect(self, message: AbstractIncomingMessage) -> None:
+    async def _handle_suspect(self, message: AbstractIncomingMessage, ticket: int) -> None:
         assert self._state is not None  # set in start()
         digest = raw_key((message.routing_key or "").encode() + b"\x00" + message.body)
         try:
@@ -202,11 +207,11 @@ class Bridge:
             await self._park(message, "max_deliveries",
                              f"in hand {deliveries - 1} times when a bridge process died")
         else:
-            await self._handle_once(message)
+            await self._handle_once(message, ticket)
         with contextlib.suppress(TransientError):
             await self._state.clear_suspect(digest)
 
-    async def _handle_once(self, message: AbstractIncomingMessage) -> None:
+    async def _handle_once(self, message: AbstractIncomingMessage, ticket: int) -> None:
         routing_key = message.routing_key or ""
         crash_if_marked(self._faults, "bridge_exit_on", message.body)
         try:
@@ -219,7 +224,7 @@ class Bridge:
             return
 
         try:
-            await self._process(message, event)
+            await self._process(message, event, ticket)
         except TransientError as exc:
             log.warning("transient error, event will be redelivered", event_key=event.key,
                         routing_key=routing_key, error=str(exc))
@@ -230,16 +235,19 @@ class Bridge:
             await self._park(message, "internal_error", f"{type(exc).__name__}: {exc}",
                              event_key=event.key)
 
-    async def _process(self, message: AbstractIncomingMessage, event: InboundEvent) -> None:
+    async def _process(
+        self, message: AbstractIncomingMessage, event: InboundEvent, ticket: int
+    ) -> None:
         assert self._state is not None  # set in start()
         bound = log.bind(event_key=event.key, routing_key=event.routing_key,
                          trace_id=event.trace_id)
         task_names = ROUTES[event.event_type]
-        async with self._claim_lock:
-            claim = await self._state.claim(
-                key=event.key, event_type=event.event_type, routing_key=event.routing_key,
-                trace_id=event.trace_id, redelivered=bool(message.redelivered),
-                tasks_total=len(task_names), generation=_replays(message))
+        await self._turnstile.wait_turn(ticket)
+        claim = await self._claim_holding_turn(
+            key=event.key, event_type=event.event_type, routing_key=event.routing_key,
+            trace_id=event.trace_id, redelivered=bool(message.redelivered),
+            tasks_total=len(task_names), generation=_replays(message))
+        await self._turnstile.pass_turn(ticket)
         if not claim.is_new:
             bound.info(f"{claim.outcome} event acknowledged", existing_state=claim.existing_state)
             await message.ack()
@@ -254,6 +262,24 @@ class Bridge:
         await message.ack()
         self.processed += 1
         bound.debug("event queued", task_ids=task_ids, seq=claim.seq)
+
+    async def _claim_holding_turn(self, **claim: Any) -> Claim:
+        """Claim, retrying a short Redis outage in place so later events wait.
+
+        Giving the turn away and nacking would let later events claim first,
+        and a report could then miss an event that arrived before it.
+        """
+        assert self._state is not None  # set in start()
+        deadline = asyncio.get_running_loop().time() + CLAIM_RETRY_S
+        while True:
+            try:
+                return await self._state.claim(**claim)
+            except TransientError as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("claim failed, retrying in place", event_key=claim["key"],
+                            error=str(exc))
+                await asyncio.sleep(TRANSIENT_NACK_DELAY_S)
 
     async def _publish_task(self, task_name: str, task_id: str, event: InboundEvent,
                             meta: dict[str, Any]) -> None:

@@ -10,17 +10,22 @@ Compares three ways, in one run, against the RabbitMQ of this machine:
   c send_task  as b, but Celery publishes it: `celery_app.send_task(...)` runs in the
                event loop's default thread pool (`loop.run_in_executor`).
 
-All three build the same task (id, kwargs, queue). Not measured: validation and
-the Redis claim and state updates of the real bridge, the same for every way.
-No worker runs: task messages stay on the task queue and are counted there.
+b and c make the same task message (id, kwargs, reprs, queue). c also pays for
+what Celery does around a publish with this project's settings: a `task-sent`
+event per task (task_send_sent_event), a confirm for each of the two messages,
+and a Redis SUBSCRIBE to the task's result channel (the Redis result backend
+does this for every task sent outside a worker). Its connections are opened on
+first use, during the flood. Not measured: validation, and the Redis claim and
+state updates of the real bridge, the same for every way. No worker runs: task
+messages stay on the task queue and are counted there.
 
 Each variant has its own queues and exchange (`bench-<hex>-<letter>.*`, deleted at
 the end, also on an error or Ctrl-C) and its own bridge: a child process, so that
 the CPU time and memory reported are that variant's alone. Two phases each:
 
   flood  N events wait in the inbox, then the bridge drains them (prefetch 64).
-  paced  M events are published at a steady rate far below capacity, so that
-         latency is what one event sees, not the length of a backlog.
+  paced  M events are published at a steady 200/s, below what every variant
+         sustains, so that latency is what one event sees, not a backlog.
 
 Reading the table:
 

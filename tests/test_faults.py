@@ -10,22 +10,28 @@ goes wrong, then checks the accounting:
 - the daily reports equal the figures computed from the recording;
 - for each (event key, task) at most one distinct `task.succeeded` event.
 
-Redis runs privately here, with an append-only file, so that restarting it
+RabbitMQ and Redis run privately here, on free ports, so that restarting
+them touches nobody else on the machine: a RabbitMQ node of the test's own
+(restarted with `rabbitmqctl stop_app` / `start_app`, which drops every
+connection as a restart does, and keeps durable queues and persistent
+messages), and a Redis with an append-only file, so that restarting it
 loses nothing (as a production Redis for this service would be set up).
-RabbitMQ is the machine's own: it is restarted with `rabbitmqctl
-stop_app` / `start_app`, which drops every connection as a restart does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +72,55 @@ class PrivateRedis:
             self._process = None
 
 
+class PrivateRabbit:
+    """A RabbitMQ node of the test's own, on free ports, that can be restarted."""
+
+    def __init__(self) -> None:
+        # The node runs as the rabbitmq user: its folder must be reachable.
+        self.folder = Path(tempfile.mkdtemp(prefix="ts-test-rabbit-"))
+        self.folder.chmod(0o777)
+        self.port = _free_port()
+        self.node = f"tstest{uuid.uuid4().hex[:8]}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        config = self.folder / "rabbitmq.conf"
+        config.write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        config.chmod(0o644)
+        self.env = {**os.environ, "RABBITMQ_NODENAME": self.node,
+                    "RABBITMQ_CONFIG_FILE": str(config),
+                    "RABBITMQ_DIST_PORT": str(_free_port()),
+                    "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+                    "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins")}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(["rabbitmq-server"], env=self.env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, timeout_s=120)
+        self.ctl("await_startup")
+
+    def ctl(self, action: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", "-n", self.node, action], check=True,
+                       capture_output=True, timeout=120)
+
+    def restart_app(self, down_s: float) -> None:
+        self.ctl("stop_app")
+        time.sleep(down_s)
+        self.ctl("start_app")
+        self.ctl("await_startup")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            subprocess.run(["rabbitmqctl", "-q", "-n", self.node, "stop"],
+                           capture_output=True, timeout=120, check=False)
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -82,31 +137,36 @@ def _wait_port(port: int, timeout_s: float = 30) -> None:
     raise AssertionError(f"nothing listens on {port} after {timeout_s}s")
 
 
-def rabbitmq(action: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", action], check=True, capture_output=True, timeout=120)
-    if action == "start_app":
-        subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True,
-                       capture_output=True, timeout=120)
+@dataclass
+class Faulty:
+    """A service run on a private RabbitMQ node and a private Redis."""
+
+    run: ServiceRun
+    rabbit: PrivateRabbit
+    redis: PrivateRedis
 
 
 @pytest.fixture
-def faulty(tmp_path: Path) -> Iterator[ServiceRun]:
-    """A private service on a private, restartable Redis; started by each test."""
+def faults(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Faulty]:
+    """The brokers are up (unless the test is marked `broker_down`); nothing is started."""
     require_services()
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is needed for the fault suite")
-    private = PrivateRedis(tmp_path)
-    private.start()
-    run = ServiceRun(tmp_path, extra_env={"REDIS_URL": private.url, "REPORT_WAIT_S": "300"})
-    run.private_redis = private  # type: ignore[attr-defined]
+    for program in ("redis-server", "rabbitmq-server", "rabbitmqctl"):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is needed for the fault suite")
+    private_redis, rabbit = PrivateRedis(tmp_path), PrivateRabbit()
+    private_redis.start()
+    if request.node.get_closest_marker("broker_down") is None:
+        rabbit.start()
+    run = ServiceRun(tmp_path, extra_env={"REDIS_URL": private_redis.url,
+                                          "RABBITMQ_URL": rabbit.url, "REPORT_WAIT_S": "300"})
     try:
-        run.tap_completions()
-        yield run
+        yield Faulty(run, rabbit, private_redis)
     finally:
         try:
             run.close()
         finally:
-            private.stop()
+            rabbit.stop()
+            private_redis.stop()
 
 
 def replay_in_background(run: ServiceRun) -> threading.Thread:
@@ -156,7 +216,9 @@ def check_accounting(run: ServiceRun, *, exact_duplicates: bool) -> dict[str, An
     return counts
 
 
-def test_bridge_sigkilled_at_several_moments(faulty: ServiceRun) -> None:
+def test_bridge_sigkilled_at_several_moments(faults: Faulty) -> None:
+    faulty = faults.run
+    faulty.tap_completions()
     faulty.start_component("worker")
     faulty.start_component("bridge")
     faulty.wait_consuming()
@@ -170,7 +232,9 @@ def test_bridge_sigkilled_at_several_moments(faulty: ServiceRun) -> None:
     check_accounting(faulty, exact_duplicates=False)
 
 
-def test_worker_process_sigkilled_mid_task(faulty: ServiceRun) -> None:
+def test_worker_process_sigkilled_mid_task(faults: Faulty) -> None:
+    faulty = faults.run
+    faulty.tap_completions()
     faulty.start_component("worker", "--concurrency=2")
     faulty.start_component("bridge")
     faulty.wait_consuming()
@@ -187,13 +251,13 @@ def test_worker_process_sigkilled_mid_task(faulty: ServiceRun) -> None:
     check_accounting(faulty, exact_duplicates=True)
 
 
-def test_rabbitmq_restarted_while_events_are_processed(faulty: ServiceRun) -> None:
+def test_rabbitmq_restarted_while_events_are_processed(faults: Faulty) -> None:
+    faulty = faults.run
+    faulty.tap_completions()
     faulty.start()
     faulty.replay(DAY)
     time.sleep(1.0)
-    rabbitmq("stop_app")
-    time.sleep(2.0)
-    rabbitmq("start_app")
+    faults.rabbit.restart_app(down_s=2.0)
     faulty.wait_until_done(events=DISTINCT, timeout_s=300)
     # The bridge has its consumer back (aio-pika restores it; the watchdog
     # would redeclare it otherwise), and so does the worker.
@@ -201,29 +265,30 @@ def test_rabbitmq_restarted_while_events_are_processed(faulty: ServiceRun) -> No
     check_accounting(faulty, exact_duplicates=False)
 
 
-def test_redis_restarted_while_events_are_processed(faulty: ServiceRun) -> None:
+def test_redis_restarted_while_events_are_processed(faults: Faulty) -> None:
+    faulty = faults.run
+    faulty.tap_completions()
     faulty.start()
     faulty.replay(DAY)
     time.sleep(1.0)
-    private: PrivateRedis = faulty.private_redis  # type: ignore[attr-defined]
-    private.stop()
+    faults.redis.stop()
     time.sleep(2.0)
-    private.start()
+    faults.redis.start()
     faulty.wait_until_done(events=DISTINCT, timeout_s=300)
     check_accounting(faulty, exact_duplicates=False)
 
 
-def test_started_while_the_broker_is_down(faulty: ServiceRun) -> None:
-    rabbitmq("stop_app")
-    try:
-        faulty.start_component("worker")
-        faulty.start_component("bridge")
-        time.sleep(4.0)
-        assert faulty.component("bridge").poll() is None
-        assert faulty.component("worker").poll() is None
-    finally:
-        rabbitmq("start_app")
+@pytest.mark.broker_down
+def test_started_while_the_broker_is_down(faults: Faulty) -> None:
+    faulty = faults.run
+    faulty.start_component("worker")
+    faulty.start_component("bridge")
+    time.sleep(4.0)
+    assert faulty.component("bridge").poll() is None
+    assert faulty.component("worker").poll() is None
+    faults.rabbit.start()
     assert "RabbitMQ unreachable, retrying in" in faulty.log_text()
+    faulty.tap_completions()
     faulty.wait_consuming(timeout_s=120)
     faulty.replay(DAY)
     faulty.wait_until_done(events=DISTINCT, timeout_s=300)
