@@ -32,13 +32,13 @@ from aio_pika.abc import (
 )
 
 from app.celery_app import create_celery_app, task_exchange_name, task_queue_names
-from app.errors import ParkMessage, TransientError, translate
+from app.errors import BrokerRefused, ConfigError, ParkMessage, TransientError, translate
 from app.faults import crash_if_marked, parse_faults
 from app.inbound import InboundEvent, decode_event, raw_key
 from app.parked_queue import HEADER_REPLAYS
 from app.parking import park
 from app.settings import Settings, redact_url
-from app.state import AsyncStateStore, Claim
+from app.state import AsyncStateStore, Claim, utc_now
 from app.task_messages import build_task_message, task_id_for
 from app.turnstile import Turnstile
 from handlers.routes import ROUTES, TASK_QUEUES
@@ -61,8 +61,13 @@ async def connect_with_backoff(
             return await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10,
                                                  client_properties={"connection_name": what})
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            error = translate(exc)
+            if isinstance(error, BrokerRefused):
+                # Bad credentials or vhost: waiting will not help.
+                raise ConfigError(f"RABBITMQ_URL {redact_url(settings.rabbitmq_url)}: "
+                                  f"{error}") from None
             log.warning(f"RabbitMQ unreachable, retrying in {delay_s:.1f}s [{attempt}]",
-                        url=redact_url(settings.rabbitmq_url), error=str(translate(exc)))
+                        url=redact_url(settings.rabbitmq_url), error=str(error))
         await asyncio.sleep(delay_s)
         delay_s, attempt = min(delay_s * 2, CONNECT_BACKOFF_MAX_S), attempt + 1
 
@@ -256,9 +261,10 @@ class Bridge:
         meta = {"eventKey": event.key, "eventType": event.event_type,
                 "routingKey": event.routing_key, "traceId": event.trace_id, "seq": claim.seq}
         task_ids = [task_id_for(event.key, name, claim.generation) for name in task_names]
+        sent_at = utc_now()
         await asyncio.gather(*(self._publish_task(name, task_id, event, meta)
                                for name, task_id in zip(task_names, task_ids, strict=True)))
-        await self._state.mark_queued(event.key, task_ids)
+        await self._state.mark_queued(event.key, task_ids, sent_at)
         await message.ack()
         self.processed += 1
         bound.debug("event queued", task_ids=task_ids, seq=claim.seq)

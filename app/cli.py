@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import structlog
 
 from app.errors import ConfigError, TaskServiceError, Unroutable, translate
 from app.logs import configure_logging
@@ -55,6 +59,27 @@ def expected_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def wait_for_redis(settings: Settings) -> None:
+    """Block, with a visible back-off, until Redis answers a PING."""
+    import redis
+
+    from app.settings import redact_url
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    delay_s, attempt = 0.5, 1
+    while True:
+        try:
+            client.ping()
+            client.close()
+            return
+        except redis.exceptions.RedisError as exc:
+            structlog.get_logger(__name__).warning(
+                f"Redis unreachable, retrying in {delay_s:.1f}s [{attempt}]",
+                url=redact_url(settings.redis_url), error=str(translate(exc)))
+        time.sleep(delay_s)
+        delay_s, attempt = min(delay_s * 2, 30.0), attempt + 1
+
+
 def settings_and_logging() -> Settings:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -68,6 +93,12 @@ def main() -> None:
     Settings come from the environment or a .env file: RABBITMQ_URL, REDIS_URL,
     EVENTS_EXCHANGE, REPORTS_DIR, SERVICE_NAME (prefix of queues and Redis keys).
     """
+    # `task-service status K | head -1` should end quietly, as Unix tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Libraries that log a failed connection attempt before raising it: the
+    # one line we print for the raised error says it already.
+    for noisy in ("aio_pika", "aiormq"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 @main.command()
@@ -106,9 +137,13 @@ def worker(celery_args: tuple[str, ...]) -> None:
     settings = settings_and_logging()
     app = create_celery_app(settings)
     argv = ["worker", "--queues", ",".join(task_queue_names(settings)),
-            "--hostname", f"{settings.service_name}@%h", "--loglevel",
-            settings.log_level, *celery_args]
-    app.worker_main(argv=argv)
+            "--loglevel", settings.log_level]
+    if not any(arg in ("-n", "--hostname") or arg.startswith("--hostname=")
+               for arg in celery_args):
+        # Node names must be unique; several workers may share one host.
+        argv += ["--hostname", f"{settings.service_name}-{os.getpid()}@%h"]
+    wait_for_redis(settings)
+    app.worker_main(argv=[*argv, *celery_args])
 
 
 @main.command()

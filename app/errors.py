@@ -76,10 +76,15 @@ _BROKER_DOWN: tuple[type[BaseException], ...] = (
     ConnectionError,
     socket.gaierror,
 )
-# Channel-level refusals: the broker is up but says no (404, 406, 403).
+# Refusals: the broker is up but says no: a channel error (404, 406, 403),
+# or a connection it will not allow (bad credentials, unknown vhost).
 _BROKER_REFUSALS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelClosed,
+    aiormq.exceptions.ProbableAuthenticationError,
+    aiormq.exceptions.ConnectionNotAllowed,
     amqp.exceptions.ChannelError,
+    amqp.exceptions.AccessRefused,
+    amqp.exceptions.NotAllowed,
 )
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -94,7 +99,7 @@ def translate(exc: BaseException) -> BaseException:
 
     The message never includes a URL, so no password can leak through it.
     """
-    if isinstance(exc, TaskServiceError):
+    if isinstance(exc, TaskServiceError | BrokenPipeError):
         return exc
     if isinstance(exc, _REDIS_ERRORS):
         return StateUnavailable(f"Redis unavailable: {type(exc).__name__}: {_first_line(exc)}")

@@ -143,7 +143,8 @@ class EventTask(celery.Task):
         except NotReady as exc:
             bound.info("task not ready, deferring", reason=str(exc))
             with contextlib.suppress(TransientError):
-                resources.state.task_deferred(self.request.id)
+                resources.state.task_deferred(key=key, task_id=self.request.id,
+                                              reason=str(exc))
             deferred = {**meta, "deferrals": int(meta.get("deferrals", 0)) + 1}
             raise self.retry(kwargs={"event": event, "meta": deferred},
                              countdown=exc.countdown_s, max_retries=None) from None

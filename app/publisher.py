@@ -20,7 +20,7 @@ from typing import Any
 import amqp
 import kombu
 
-from app.errors import BrokerUnavailable, Unroutable, translate
+from app.errors import BrokerUnavailable, TaskServiceError, Unroutable, translate
 
 # AMQP property names as py-amqp spells them; `headers` is the usual name.
 _PROPERTY_RENAMES = {"headers": "application_headers"}
@@ -73,7 +73,10 @@ class ConfirmedPublisher:
             connection.ensure_connection(max_retries=1)
         except Exception as exc:
             connection.release()
-            raise BrokerUnavailable(f"RabbitMQ unavailable: {translate(exc)}") from None
+            error = translate(exc)
+            if isinstance(error, TaskServiceError):
+                raise error from None
+            raise BrokerUnavailable(f"RabbitMQ unavailable: {type(exc).__name__}: {exc}") from None
         channel = connection.default_channel
         channel.events["basic_return"].add(self._on_return)
         self._connection, self._channel = connection, channel

@@ -78,11 +78,13 @@ keep()
 return {'new', tostring(seq), tostring(generation)}
 """
 
-# KEYS: event, history   ARGV: now, taskIds (JSON), ttl
+# KEYS: event, history   ARGV: sentAt, taskIds (JSON), ttl
+# `at` is when the task messages were sent: a worker may have started them
+# before the broker's confirm reached the bridge.
 _QUEUED = """
-redis.call('HSET', KEYS[1], 'taskIds', ARGV[2], 'updatedAt', ARGV[1])
+redis.call('HSET', KEYS[1], 'taskIds', ARGV[2])
 if redis.call('HGET', KEYS[1], 'state') == 'received' then
-  redis.call('HSET', KEYS[1], 'state', 'queued')
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'updatedAt', ARGV[1])
 end
 redis.call('RPUSH', KEYS[2],
   cjson.encode({at=ARGV[1], state='queued', taskIds=cjson.decode(ARGV[2])}))
@@ -129,8 +131,10 @@ if state ~= 'succeeded' and state ~= 'failed' and state ~= 'parked' then
   redis.call('HSET', KEYS[1], 'state', 'running')
 end
 redis.call('HSET', KEYS[1], 'attempts', ARGV[4], 'updatedAt', ARGV[1])
-redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='running', taskId=ARGV[2],
-  taskName=ARGV[3], attempt=tonumber(ARGV[4])}))
+if previous ~= 'deferred' then
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='running', taskId=ARGV[2],
+    taskName=ARGV[3], attempt=tonumber(ARGV[4])}))
+end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return {previous, crashes}
 """
@@ -147,6 +151,17 @@ redis.call('HSET', KEYS[1], 'lastError', ARGV[4], 'updatedAt', ARGV[1])
 redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='retrying', taskId=ARGV[2],
   attempt=tonumber(ARGV[3]), error=ARGV[4]}))
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
+# KEYS: event, history, task   ARGV: now, taskId, reason, ttl
+_TASK_DEFERRED = """
+redis.call('HSET', KEYS[3], 'state', 'deferred')
+if redis.call('HSETNX', KEYS[3], 'waitingSince', ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='waiting', taskId=ARGV[2],
+    reason=ARGV[3]}))
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """
 
@@ -266,9 +281,9 @@ class AsyncStateStore:
         except Exception as exc:  # translated in one place, re-raised
             raise translate(exc) from exc
 
-    async def mark_queued(self, key: str, task_ids: list[str]) -> None:
+    async def mark_queued(self, key: str, task_ids: list[str], sent_at: str) -> None:
         keys = [self.keys.event(key), self.keys.history(key)]
-        await self._run(self._queued, keys, [utc_now(), json.dumps(task_ids), self.ttl_s])
+        await self._run(self._queued, keys, [sent_at, json.dumps(task_ids), self.ttl_s])
 
     async def mark_parked(self, key: str, reason: str, detail: str, routing_key: str) -> None:
         keys = [self.keys.event(key), self.keys.history(key)]
@@ -292,6 +307,7 @@ class StateStore:
         self._started = client.register_script(_TASK_STARTED)
         self._retrying = client.register_script(_TASK_RETRYING)
         self._finished = client.register_script(_TASK_FINISHED)
+        self._deferred = client.register_script(_TASK_DEFERRED)
         self._parked = client.register_script(_PARKED)
 
     def task_started(
@@ -303,10 +319,12 @@ class StateStore:
         previous, crashes = self._run(self._started, keys, argv)
         return previous.decode(), int(crashes)
 
-    def task_deferred(self, task_id: str) -> None:
-        """Mark a task as waiting (not running), without a history entry."""
+    def task_deferred(self, *, key: str, task_id: str, reason: str) -> None:
+        """Mark a task as waiting, not running; the first wait goes into the history."""
         try:
-            self.client.hset(self.keys.task(task_id), "state", "deferred")
+            self._run(self._deferred, [self.keys.event(key), self.keys.history(key),
+                                       self.keys.task(task_id)],
+                      [utc_now(), task_id, reason, self.ttl_s])
         except Exception as exc:  # translated in one place, re-raised
             raise translate(exc) from exc
 
@@ -357,8 +375,11 @@ class StateStore:
                       "tasksSucceeded", "tasksFailed", "generation"):
             if field in record:
                 record[field] = int(record[field])
-        history = self.client.lrange(self.keys.history(key), 0, -1)
-        record["history"] = [json.loads(entry) for entry in history]
+        history = [json.loads(entry) for entry in
+                   self.client.lrange(self.keys.history(key), 0, -1)]
+        # In time order; sorting is stable, so entries of the same instant
+        # keep the order in which they were written.
+        record["history"] = sorted(history, key=lambda entry: entry["at"])
         return record
 
     def _run(self, script: Any, keys: list[str], argv: list[Any]) -> Any:

@@ -84,7 +84,7 @@ def test_a_task_found_running_was_in_a_worker_that_died(prefix: str) -> None:
 async def _queued(prefix: str, key: str) -> None:
     client = redis.asyncio.Redis()
     try:
-        await AsyncStateStore(client, prefix, 600).mark_queued(key, ["t1"])
+        await AsyncStateStore(client, prefix, 600).mark_queued(key, ["t1"], "2026-12-02T10:00Z")
     finally:
         await client.aclose()
 
