@@ -357,7 +357,7 @@ class Bridge:
         finally:
             with contextlib.suppress(Exception):
                 await probe.close()
-        underlay = await self._consume_channel.get_underlay_channel()
+        underlay: Any = await self._consume_channel.get_underlay_channel()
         return self._consumer_tag in underlay.consumers
 
     @staticmethod
@@ -372,7 +372,7 @@ def _replays(message: AbstractIncomingMessage) -> int:
     """How often `parked replay` has re-published this message (0: never)."""
     value = (message.headers or {}).get(HEADER_REPLAYS, 0)
     try:
-        return max(int(value), 0)  # type: ignore[call-overload]
+        return max(int(str(value)), 0)
     except (TypeError, ValueError):
         return 0
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import celery
 import redis
@@ -149,12 +149,12 @@ class EventTask(celery.Task):
             raise self.retry(kwargs={"event": event, "meta": deferred},
                              countdown=exc.countdown_s, max_retries=None) from None
         except Exception as exc:  # every error is classified here, none is lost
-            error = translate(exc)
+            translated = translate(exc)
             duration_ms = (time.monotonic() - started) * 1000
-            if isinstance(error, TransientError):
-                return self._retry_or_fail(resources, bound, event, meta, error, attempt,
+            if isinstance(translated, TransientError):
+                return self._retry_or_fail(resources, bound, event, meta, translated, attempt,
                                            duration_ms)
-            self._finish(resources, bound, meta, attempt, duration_ms, error=error)
+            self._finish(resources, bound, meta, attempt, duration_ms, error=translated)
             raise
 
         duration_ms = (time.monotonic() - started) * 1000
@@ -217,7 +217,8 @@ class EventTask(celery.Task):
         rather than losing it: consumers de-duplicate by sourceEventKey.
         """
         succeeded = error is None
-        outcome = "task.succeeded" if succeeded else "task.failed"
+        outcome: Literal["task.succeeded", "task.failed"] = (
+            "task.succeeded" if succeeded else "task.failed")
         completion = CompletionEvent(
             event_type=outcome,
             # The same for every run of the same task: a completion event

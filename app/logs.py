@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -28,7 +29,9 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def scrub_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def scrub_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
     """structlog processor: mask phone numbers and URL passwords everywhere."""
     return {key: _scrub(value) for key, value in event_dict.items()}
 

@@ -60,7 +60,7 @@ def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
         "exchange": text(HEADER_EXCHANGE),
         "routingKey": text(HEADER_ROUTING_KEY),
         "parkedAt": text(HEADER_PARKED_AT),
-        "replays": int(headers.get(HEADER_REPLAYS, 0) or 0),
+        "replays": int(str(headers.get(HEADER_REPLAYS) or 0)),
         "bodyBytes": len(message.body),
         "contentType": message.content_type,
         "messageId": message.message_id,

@@ -78,7 +78,7 @@ class ConfirmedPublisher:
                 raise error from None
             raise BrokerUnavailable(f"RabbitMQ unavailable: {type(exc).__name__}: {exc}") from None
         channel = connection.default_channel
-        channel.events["basic_return"].add(self._on_return)
+        channel.events["basic_return"].add(self._on_return)  # type: ignore[attr-defined]
         self._connection, self._channel = connection, channel
         return channel
 

@@ -364,11 +364,11 @@ class StateStore:
             owner = self.client.hget(self.keys.task(key_or_task_id), "eventKey")
             if owner is None:
                 return None
-            key = owner.decode()
+            key = _text(owner)
             event = self.client.hgetall(self.keys.event(key))
             if not event:
                 return None
-        record: dict[str, Any] = {k.decode(): v.decode() for k, v in event.items()}
+        record: dict[str, Any] = {_text(k): _text(v) for k, v in event.items()}
         record["eventKey"] = key
         record["taskIds"] = json.loads(record.get("taskIds", "[]"))
         for field in ("seq", "attempts", "duplicates", "redeliveries", "tasksTotal",
@@ -387,3 +387,7 @@ class StateStore:
             return script(keys=keys, args=argv)
         except Exception as exc:  # translated in one place, re-raised
             raise translate(exc) from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
