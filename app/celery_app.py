@@ -42,6 +42,8 @@ def create_celery_app(settings: Settings) -> Celery:
         result_accept_content=["json"],
         result_expires=settings.state_ttl_s,
         result_backend_transport_options={"global_keyprefix": f"{settings.redis_prefix}celery:"},
+        redis_socket_timeout=5.0,
+        redis_socket_connect_timeout=5.0,
         # A task is acknowledged when it has finished, and handed back to the
         # broker if its worker process dies under it.
         task_acks_late=True,

@@ -62,3 +62,16 @@ def service_run(tmp_path: Path) -> Iterator[ServiceRun]:
 @pytest.fixture
 def recordings() -> Path:
     return RECORDINGS
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault suite's accounting, whether or not output was captured."""
+    import sys
+
+    faults = sys.modules.get("tests.test_faults")
+    if faults is None or not faults.ACCOUNTING:
+        return
+    terminalreporter.section("fault-injection accounting")
+    for test, counts in faults.ACCOUNTING:
+        name = test.rsplit("::", 1)[-1]
+        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))

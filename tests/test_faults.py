@@ -45,6 +45,8 @@ DAY = RECORDINGS / "platform-day.jsonl"
 LINES = [json.loads(text) for text in DAY.read_text().splitlines()]
 PUBLISHED = len(LINES)
 DISTINCT = _valid_event_count(LINES)
+# (test, counts) of each scenario, printed at the end of the run by conftest.
+ACCOUNTING: list[tuple[str, dict[str, Any]]] = []
 
 
 class PrivateRedis:
@@ -196,6 +198,7 @@ def check_accounting(run: ServiceRun, *, exact_duplicates: bool) -> dict[str, An
         "task.succeeded (deliveries)": sum(raw.values()),
     }
     print("\naccounting:", json.dumps(counts))
+    ACCOUNTING.append((os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0], counts))
 
     assert len(states) == DISTINCT
     assert set(outcome) <= {"succeeded", "failed", "parked"}
