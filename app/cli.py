@@ -80,6 +80,15 @@ def wait_for_redis(settings: Settings) -> None:
         delay_s, attempt = min(delay_s * 2, 30.0), attempt + 1
 
 
+def quiet_on_closed_stdout() -> None:
+    """Let `task-service status K | head -1` end quietly, as Unix tools do.
+
+    Only for short commands that print: a long-running one must get
+    BrokenPipeError from a dropped socket, not be killed by SIGPIPE.
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
 def settings_and_logging() -> Settings:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -93,8 +102,6 @@ def main() -> None:
     Settings come from the environment or a .env file: RABBITMQ_URL, REDIS_URL,
     EVENTS_EXCHANGE, REPORTS_DIR, SERVICE_NAME (prefix of queues and Redis keys).
     """
-    # `task-service status K | head -1` should end quietly, as Unix tools do.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     # Libraries that log a failed connection attempt before raising it: the
     # one line we print for the raised error says it already.
     for noisy in ("aio_pika", "aiormq"):
@@ -220,6 +227,7 @@ def status(key: str, as_json: bool) -> None:
 
     from app.state import StateStore
 
+    quiet_on_closed_stdout()
     settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
                                   socket_connect_timeout=5)
@@ -257,6 +265,8 @@ def parked() -> None:
 def parked_list(as_json: bool) -> None:
     """List parked messages with their reasons; they stay parked."""
     from app.parked_queue import list_parked
+
+    quiet_on_closed_stdout()
 
     settings = load_settings()
     entries = asyncio.run(list_parked(settings))

@@ -162,16 +162,23 @@ class ServiceRun:
     def close(self) -> None:
         """Stop the service and delete its queues, exchanges and Redis keys."""
         self.stop()
+        try:
+            self._delete_topology()
+        except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.OperationalError):
+            self._reconnect()  # the broker was restarted under the old connection
+            self._delete_topology()
+        for key in self.redis.scan_iter(f"{self.name}:*", count=1000):
+            self.redis.delete(key)
+        self._amqp.release()
+        self.redis.close()
+
+    def _delete_topology(self) -> None:
         channel = self.channel
         for queue in [self.settings.queue_name("inbox"), self.settings.queue_name("parked"),
                       *task_queue_names(self.settings), self.tap_queue]:
             channel.queue_delete(queue)
         for exchange in (self.settings.events_exchange, task_exchange_name(self.settings)):
             channel.exchange_delete(exchange)
-        for key in self.redis.scan_iter(f"{self.name}:*", count=1000):
-            self.redis.delete(key)
-        self._amqp.release()
-        self.redis.close()
 
     # -- driving it ----------------------------------------------------------
 
@@ -241,6 +248,10 @@ class ServiceRun:
 
     def read_completions(self) -> list[Completion]:
         """Drain the tap queue; returns every completion event seen so far."""
+        try:
+            self.channel.queue_declare(self.tap_queue, passive=True)
+        except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.OperationalError):
+            self._reconnect()  # the broker was restarted under the old connection
         while (message := self.channel.basic_get(self.tap_queue, no_ack=True)) is not None:
             self.completions.append(Completion(message.delivery_info["routing_key"],
                                                json.loads(message.body)))
