@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import amqp
 import pytest
 
 from app.testing import ServiceRun
@@ -62,3 +68,53 @@ def service_run(tmp_path: Path) -> Iterator[ServiceRun]:
 @pytest.fixture
 def recordings() -> Path:
     return RECORDINGS
+
+
+@dataclass
+class Tap:
+    """A private topic exchange with a queue bound to `#` on the real broker."""
+
+    exchange: str
+    queue: str
+    channel: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that points the command line at this exchange."""
+        return {"EVENTS_EXCHANGE": self.exchange, "SERVICE_NAME": self.exchange}
+
+    def drain(self) -> list[amqp.Message]:
+        """Every message in the queue so far, bodies as the exact bytes."""
+        messages = []
+        while (message := self.channel.basic_get(self.queue, no_ack=True)) is not None:
+            messages.append(message)
+        return messages
+
+
+@pytest.fixture
+def tap() -> Iterator[Tap]:
+    """A `Tap`, deleted afterwards."""
+    require_services()
+    name = f"ts-test-{uuid.uuid4().hex[:10]}"
+    connection = amqp.Connection("127.0.0.1:5672", connect_timeout=10)
+    connection.connect()
+    channel = connection.channel()
+    channel.auto_decode = False
+    exchange, queue = f"{name}.events", f"{name}.tap"
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    channel.queue_declare(queue, durable=False, auto_delete=False)
+    channel.queue_bind(queue, exchange, "#")
+    try:
+        yield Tap(exchange, queue, channel)
+    finally:
+        channel.queue_delete(queue)
+        channel.exchange_delete(exchange)
+        connection.close()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, input_text: str | None = None,
+        timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `task-service` with `env` added to this environment."""
+    return subprocess.run([sys.executable, "-m", "app.cli", *args],
+                          env={**os.environ, **(env or {})}, input=input_text,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
