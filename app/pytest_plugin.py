@@ -7,7 +7,7 @@ platform developer's test needs no set-up of its own:
         task_service.replay(Path("recordings/platform-day.jsonl"))
         task_service.settle()
         assert task_service.completions("task.failed.#") == []
-        assert task_service.report("tenant-acme", "2026-12-02")["calls"] == 277
+        assert task_service.report("tenant-acme", "2026-12-02")["calls"] == 300
 
 Fixtures:
 

@@ -119,6 +119,9 @@ def _field_changes(expected: Any, actual: Any, path: str = "") -> list[str]:
             else:
                 changes += _field_changes(expected[key], actual[key], where)
         return changes
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [change for index, (old, new) in enumerate(zip(expected, actual, strict=True))
+                for change in _field_changes(old, new, f"{path}.{index}")]
     if expected == actual:
         return []
     return [f"{path or 'outcome'}: {_short(expected)} -> {_short(actual)}"]

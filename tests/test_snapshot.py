@@ -58,6 +58,15 @@ def test_differences_name_the_outcome_and_the_field_that_changed() -> None:
         "unexpected: c calls.record_event: " + snapshots.to_text(actual[2:]).strip(),
     ]
     assert snapshots.differences(actual[:2], actual[:1]) == ["missing:    b calls.record_event"]
+
+
+def test_differences_inside_lists_name_the_index() -> None:
+    report = {"reports": [{"tenantId": "acme", "calls": 300}]}
+    fewer = {"reports": [{"tenantId": "acme", "calls": 299}]}
+    expected = snapshots.normalise([completion("d", "reports.daily_report", result=report)])
+    actual = snapshots.normalise([completion("d", "reports.daily_report", result=fewer)])
+    assert snapshots.differences(expected, actual) == [
+        "changed:    d reports.daily_report: result.reports.0.calls: 300 -> 299"]
     assert snapshots.differences(expected, expected) == []
 
 
