@@ -90,11 +90,10 @@ class Recorder:
         counts = RecordCounts()
         deadline = time.monotonic() + seconds if seconds is not None else None
         first_at: float | None = None
-        while not counts.stopped_by:
-            counts.stopped_by = self._why_stop(counts, count, deadline, stop_requested)
-            if counts.stopped_by:
-                break
+        while not (stopped_by := self._why_stop(counts, count, deadline, stop_requested)):
             for message in self._receive(deadline):
+                if count is not None and counts.messages >= count:
+                    break  # arrived in the same read as the last one counted
                 received_at = time.monotonic()
                 first_at = received_at if first_at is None else first_at
                 out.write(recording_line(message, received_at - first_at) + "\n")
@@ -102,9 +101,8 @@ class Recorder:
                 counts.messages += 1
                 if on_message is not None:
                     on_message(counts)
-                if count is not None and counts.messages >= count:
-                    break  # the rest of this batch arrived after the count was reached
-        log.debug("recording stopped", messages=counts.messages, stopped_by=counts.stopped_by)
+        counts.stopped_by = stopped_by
+        log.debug("recording stopped", messages=counts.messages, stopped_by=stopped_by)
         return counts
 
     @staticmethod
@@ -143,7 +141,9 @@ class Recorder:
 
 def recording_line(message: amqp.Message, t: float) -> str:
     """One recording line for a message received by the tap."""
-    body = message.body if isinstance(message.body, bytes) else message.body.encode()
+    # auto_decode is off, so the body is bytes, except for a message without
+    # a body, which keeps py-amqp's default: the empty string.
+    body = message.body.encode() if isinstance(message.body, str) else bytes(message.body)
     return encode_message(t=t, exchange=message.delivery_info["exchange"],
                           routing_key=message.delivery_info["routing_key"],
                           properties=recorded_properties(message.properties), body=body)
