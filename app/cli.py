@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNROUTABLE = 4
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,37 +186,125 @@ def publish(routing_key: str, body: str, message_id: str | None) -> None:
 @click.option("--speed", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Keep the recorded timing scaled by this factor (2 = twice as fast); "
                    "0 = as fast as the broker confirms.")
+@click.option("--rate", "rate_per_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="At most this many messages per second.")
+@click.option("--filter", "patterns", multiple=True, metavar="PATTERN",
+              help="Only messages whose routing key matches this topic pattern "
+                   "(`*` one word, `#` any words); repeat for more.")
 @click.option("--exchange", default=None, help="Publish here instead of EVENTS_EXCHANGE.")
+@click.option("--dry-run", is_flag=True,
+              help="List what would be published, without connecting or waiting.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed line.")
 @expected_errors
-def replay(file: Path, speed: float, exchange: str | None, strict: bool) -> None:
+def replay(file: Path, speed: float, rate_per_s: float | None, patterns: tuple[str, ...],
+           exchange: str | None, dry_run: bool, strict: bool) -> None:
     """Publish a recording (JSON Lines, one message a line) with confirms.
 
-    Each message keeps its routing key, properties and exact body bytes.
+    Each message keeps its routing key, properties and exact body bytes. A
+    malformed line is reported with its number and skipped (or, with
+    --strict, stops the replay). Exit status 4 if any message was unroutable.
     """
-    from app.progress import ReplayProgress
-    from app.publisher import ConfirmedPublisher
     from app.recording import RecordingError, read_recording
-    from app.replay import replay as replay_messages
+    from app.replay import select
 
     settings = load_settings()
     errors: list[RecordingError] = []
-    messages = list(read_recording(file, strict=strict, errors=errors))
+    recorded = list(read_recording(file, strict=strict, errors=errors))
     for error in errors:
         click.echo(f"task-service: skipped {file}:{error.line_number}: {error}", err=True)
+    messages = list(select(recorded, patterns))
     target = exchange or settings.events_exchange
+    skipped = f"{len(errors)} malformed lines skipped"
+    if patterns:
+        skipped += f", {len(recorded) - len(messages)} filtered out"
+    if dry_run:
+        _list_replay(messages)
+        click.echo(f"dry run: {len(messages)} messages would be published to {target} "
+                   f"({skipped}); nothing was sent")
+        return
+    _publish_replay(settings, file, messages, target, skipped, speed=speed,
+                    rate_per_s=rate_per_s or 0.0)
 
+
+def _list_replay(messages: list[Any]) -> None:
+    for message in messages:
+        click.echo(f"{message.t:12.3f}  {message.routing_key}  {len(message.body)} bytes")
+
+
+def _publish_replay(settings: Settings, file: Path, messages: list[Any], target: str,
+                    skipped: str, *, speed: float, rate_per_s: float) -> None:
+    from app.progress import ReplayProgress
+    from app.publisher import ConfirmedPublisher
+    from app.replay import Pacer, ReplayCounts
+    from app.replay import replay as replay_messages
+
+    counts = ReplayCounts()
     started = time.monotonic()
-    with ConfirmedPublisher(settings.rabbitmq_url, settings.publish_timeout_s) as publisher, \
-            ReplayProgress(total=len(messages)) as progress:
-        counts = replay_messages(publisher, target, messages, speed=speed,
-                                 on_progress=progress.update)
+    interrupted = False
+    try:
+        with ConfirmedPublisher(settings.rabbitmq_url, settings.publish_timeout_s) as publisher, \
+                ReplayProgress(total=len(messages)) as progress:
+            replay_messages(publisher, target, messages, counts=counts,
+                            pacer=Pacer(speed=speed, rate_per_s=rate_per_s),
+                            on_progress=progress.update)
+    except KeyboardInterrupt:
+        interrupted = True
     elapsed_s = time.monotonic() - started
-    click.echo(f"replayed {file.name} to {target}: {counts.confirmed} confirmed, "
-               f"{counts.unroutable} unroutable, {len(errors)} malformed lines skipped "
+    click.echo(f"{'interrupted' if interrupted else 'replayed'} {file.name} to {target}: "
+               f"{counts.confirmed} confirmed, {counts.unroutable} unroutable, {skipped} "
                f"in {elapsed_s:.1f}s ({counts.sent / max(elapsed_s, 1e-6):.0f} msg/s)")
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     if counts.unroutable:
         sys.exit(EXIT_UNROUTABLE)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--bind", "bindings", multiple=True, default=("#",), show_default=True,
+              metavar="PATTERN", help="Topic pattern of the messages to capture; repeat for more.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Stop after this many messages.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@click.option("--exchange", default=None, help="Record this exchange instead of EVENTS_EXCHANGE.")
+@expected_errors
+def record(file: Path, bindings: tuple[str, ...], count: int | None, seconds: float | None,
+           exchange: str | None) -> None:
+    """Capture messages from the events exchange into a recording FILE.
+
+    A private queue, deleted when the command ends, is bound with each
+    --bind pattern. Recording stops after --count messages, after --seconds,
+    or on Ctrl-C; the file holds complete lines however it stops.
+    """
+    from app.progress import RecordProgress
+    from app.recorder import Recorder
+
+    settings = settings_and_logging()
+    source = exchange or settings.events_exchange
+    stop = _stop_on_signals()
+    started = time.monotonic()
+    # The file is opened once the tap is bound: a broker that cannot be
+    # reached leaves an existing file as it was.
+    with Recorder(settings.rabbitmq_url, source, bindings, queue_prefix=settings.service_name,
+                  timeout_s=settings.publish_timeout_s) as recorder, \
+            file.open("w", encoding="utf-8", newline="\n") as out:
+        click.echo(f"recording {source} ({', '.join(bindings)}) into {file}; Ctrl-C stops",
+                   err=True)
+        with RecordProgress() as progress:
+            counts = recorder.record(out, count=count, seconds=seconds,
+                                     stop_requested=stop.is_set, on_message=progress.update)
+    why = {"count": "count reached", "seconds": "time is up", "interrupt": "interrupted"}
+    click.echo(f"recorded {counts.messages} messages from {source} into {file} in "
+               f"{time.monotonic() - started:.1f}s ({why[counts.stopped_by]})")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, instead of an exception mid-line."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    return stop
 
 
 @main.command()

@@ -78,7 +78,7 @@ def _body_bytes(document: dict[str, Any], line_number: int) -> bytes:
     if len(present) != 1:
         raise RecordingError(line_number, "needs exactly one of body, body_text, body_b64")
     if present[0] == "body":
-        return json.dumps(document["body"], separators=(",", ":"), ensure_ascii=False).encode()
+        return _compact(document["body"]).encode()
     if present[0] == "body_text":
         if not isinstance(document["body_text"], str):
             raise RecordingError(line_number, "body_text must be a string")
@@ -106,21 +106,42 @@ def read_recording(path: Path, *, strict: bool = False,
 
 def encode_message(*, t: float, exchange: str, routing_key: str, properties: dict[str, Any],
                    body: bytes) -> str:
-    """One recording line for a message; the body kept so that bytes survive."""
+    """One recording line for a message; the body kept so that bytes survive.
+
+    `body` only when the bytes are exactly the compact serialization of the
+    JSON value (so that replaying sends the same bytes), else `body_text`
+    when they are UTF-8 text, else (not UTF-8, or empty) `body_b64`. Lines
+    are compact, like the samples.
+    """
     line: dict[str, Any] = {"t": round(t, 3), "exchange": exchange, "routing_key": routing_key,
                             "properties": properties}
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if not text:  # not UTF-8, or no bytes at all (written so in the samples)
         line["body_b64"] = base64.b64encode(body).decode()
-        return json.dumps(line, ensure_ascii=False)
-    try:
-        value = json.loads(text)
-        exact = json.dumps(value, separators=(",", ":"), ensure_ascii=False) == text
-    except ValueError:
-        exact = False
+        return _compact(line)
+    value, exact = _exact_json(text)
     if exact:
         line["body"] = value
     else:
         line["body_text"] = text
-    return json.dumps(line, ensure_ascii=False)
+    return _compact(line)
+
+
+def _exact_json(text: str) -> tuple[Any, bool]:
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except ValueError:
+        return None, False
+    return value, _compact(value) == text
+
+
+def _not_json(name: str) -> Any:
+    # Python reads NaN and Infinity, but they are not JSON: keep such a body as text.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

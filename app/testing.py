@@ -4,7 +4,8 @@
 SERVICE_NAME (so its own queues and Redis keys) and its own events exchange,
 taps the completion events it publishes, replays recordings into it, waits
 (always with a bound) for its work to finish, and removes everything it
-created when it is closed.
+created when it is closed. The pytest plugin (`app.pytest_plugin`) hands it
+to tests as the `task_service` fixture.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ import redis
 import redis.exceptions
 
 from app.celery_app import task_exchange_name, task_queue_names
+from app.recording import RecordingError, read_recording
+from app.replay import select
 from app.settings import Settings
+from app.snapshots import normalise
 from app.state import StateStore
+from app.topics import matches, matches_any
+from handlers.routes import ROUTES
+
+# The routing keys the bridge binds to its inbox: all it will ever receive.
+BRIDGE_BINDINGS = tuple(ROUTES)
 
 DEFAULT_WAIT_S = 120.0
 
@@ -78,7 +87,10 @@ class ServiceRun:
         self._process: subprocess.Popen[bytes] | None = None
         self._components: dict[str, subprocess.Popen[bytes]] = {}
         self._log_file: Any = None
-        self.completions: list[Completion] = []
+        self.completions_seen: list[Completion] = []
+        # Replayed messages the bridge's bindings route to its inbox: each
+        # ends claimed, counted as a duplicate, or parked (see `settle`).
+        self.expected_deliveries = 0
 
     # -- set-up and tear-down ------------------------------------------------
 
@@ -189,10 +201,29 @@ class ServiceRun:
                               input=input_text, capture_output=True, text=True,
                               timeout=timeout_s, check=False)
 
-    def replay(self, recording: Path) -> subprocess.CompletedProcess[str]:
-        result = self.cli("replay", str(recording))
-        if result.returncode != 0:
+    def replay(self, recording: Path, *, filters: tuple[str, ...] | None = None,
+               speed: float | None = None, strict: bool = False
+               ) -> subprocess.CompletedProcess[str]:
+        """Replay `recording` into this instance with `task-service replay`.
+
+        By default only what the bridge is bound for is sent (`filters`:
+        topic patterns): completion events in a recording of a live exchange
+        would otherwise reach the completions tap as if this run had made
+        them. Unroutable messages (exit status 4) are not an error here.
+        """
+        filters = BRIDGE_BINDINGS if filters is None else filters
+        args = ["replay", str(recording), *(f"--filter={pattern}" for pattern in filters)]
+        if speed is not None:
+            args.append(f"--speed={speed}")
+        if strict:
+            args.append("--strict")
+        result = self.cli(*args)
+        if result.returncode not in (0, 4):
             raise AssertionError(f"replay failed: {result.stderr}")
+        errors: list[RecordingError] = []
+        replayed = select(read_recording(recording, errors=errors), filters)
+        self.expected_deliveries += sum(1 for message in replayed
+                                        if matches_any(BRIDGE_BINDINGS, message.routing_key))
         return result
 
     # -- observing it --------------------------------------------------------
@@ -246,6 +277,35 @@ class ServiceRun:
         self.wait_for(lambda: self.arrived() >= events and self.unfinished() == 0,
                       timeout_s, f"{events} events to finish")
 
+    def settle(self, timeout_s: float = DEFAULT_WAIT_S) -> None:
+        """Wait until every replayed event is accounted for and its tasks have finished.
+
+        Accounted for: claimed (it has a record), counted as a duplicate of
+        one, or parked (a record too). The completion events of finished
+        tasks are then on the tap, since a task publishes its completion
+        event before it records its success.
+        """
+        self.wait_for(self._settled, timeout_s,
+                      f"{self.expected_deliveries} replayed events to be processed")
+
+    def _settled(self) -> bool:
+        # Cheap checks first; the count scans every event record.
+        if self.message_count(self.settings.queue_name("inbox")) or self.unfinished():
+            return False
+        if self.accounted_deliveries() < self.expected_deliveries:
+            return False
+        return self.unfinished() == 0  # nothing claimed since the first check
+
+    def accounted_deliveries(self) -> int:
+        """Inbox deliveries the bridge has finished with: records plus duplicates."""
+        names = [raw for raw in self.redis.scan_iter(f"{self.state.keys.event('')}*",
+                                                     count=1000)
+                 if not raw.endswith(b":history")]
+        pipeline = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipeline.hget(name, "duplicates")
+        return len(names) + sum(int(value or 0) for value in pipeline.execute())
+
     def read_completions(self) -> list[Completion]:
         """Drain the tap queue; returns every completion event seen so far."""
         try:
@@ -253,9 +313,23 @@ class ServiceRun:
         except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.OperationalError):
             self._reconnect()  # the broker was restarted under the old connection
         while (message := self.channel.basic_get(self.tap_queue, no_ack=True)) is not None:
-            self.completions.append(Completion(message.delivery_info["routing_key"],
-                                               json.loads(message.body)))
-        return self.completions
+            self.completions_seen.append(Completion(message.delivery_info["routing_key"],
+                                                    json.loads(message.body)))
+        return self.completions_seen
+
+    def completions(self, pattern: str = "#") -> list[Completion]:
+        """The completion events seen so far whose routing key matches `pattern`."""
+        return [completion for completion in self.read_completions()
+                if matches(pattern, completion.routing_key)]
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        """The completion events, normalised for a snapshot (see `app.snapshots`)."""
+        return normalise((completion.body for completion in self.read_completions()),
+                         replacements={str(self.reports_dir): "<reports>"})
+
+    def report(self, tenant: str, day: str) -> dict[str, Any]:
+        """The daily report this instance wrote for `tenant` and `day` (YYYY-MM-DD)."""
+        return json.loads((self.reports_dir / tenant / f"{day}.json").read_text())
 
     def event_states(self) -> dict[str, dict[str, Any]]:
         """Every event record under this instance's prefix, by event key."""

@@ -1,45 +1,33 @@
 """Shared fixtures: the real RabbitMQ and Redis of this machine.
 
 Integration tests skip when a service is down on a developer's machine, and
-fail in CI (CI=true), where `.ci/run` has started both.
+fail in CI (CI=true), where `.ci/run` has started both. Running the service
+itself is the job of the package's own pytest plugin (`app.pytest_plugin`):
+its `task_service`, `task_service_factory` and `snapshot` fixtures.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
+import amqp
 import pytest
 
+from app.pytest_plugin import require_services
 from app.testing import ServiceRun
 
+__all__ = ["RECORDINGS", "Tap", "cli", "require_services"]
+
+pytest_plugins = ["pytester"]
+
 RECORDINGS = Path(__file__).parent / "recordings"
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "localhost",
-                                       parts.port or default_port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def require_services() -> None:
-    missing = [name for name, url, port in (
-        ("RabbitMQ", os.environ.get("RABBITMQ_URL", "amqp://localhost:5672/"), 5672),
-        ("Redis", os.environ.get("REDIS_URL", "redis://localhost:6379/0"), 6379),
-    ) if not _reachable(url, port)]
-    if not missing:
-        return
-    message = f"{' and '.join(missing)} not reachable"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture
@@ -49,19 +37,69 @@ def services() -> None:
 
 
 @pytest.fixture
+def recordings() -> Path:
+    return RECORDINGS
+
+
+@dataclass
+class Tap:
+    """A private topic exchange with a queue bound to `#` on the real broker."""
+
+    exchange: str
+    queue: str
+    channel: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that points the command line at this exchange."""
+        return {"EVENTS_EXCHANGE": self.exchange, "SERVICE_NAME": self.exchange}
+
+    def drain(self) -> list[amqp.Message]:
+        """Every message in the queue so far, bodies as the exact bytes."""
+        messages = []
+        while (message := self.channel.basic_get(self.queue, no_ack=True)) is not None:
+            messages.append(message)
+        return messages
+
+
+@pytest.fixture
+def tap() -> Iterator[Tap]:
+    """A `Tap`, deleted afterwards."""
+    require_services()
+    name = f"ts-test-{uuid.uuid4().hex[:10]}"
+    connection = amqp.Connection("127.0.0.1:5672", connect_timeout=10)
+    connection.connect()
+    channel = connection.channel()
+    channel.auto_decode = False
+    exchange, queue = f"{name}.events", f"{name}.tap"
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    channel.queue_declare(queue, durable=False, auto_delete=False)
+    channel.queue_bind(queue, exchange, "#")
+    try:
+        yield Tap(exchange, queue, channel)
+    finally:
+        channel.queue_delete(queue)
+        channel.exchange_delete(exchange)
+        connection.close()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, input_text: str | None = None,
+        timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `task-service` with `env` added to this environment."""
+    return subprocess.run([sys.executable, "-m", "app.cli", *args],
+                          env={**os.environ, **(env or {})}, input=input_text,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+@pytest.fixture
 def service_run(tmp_path: Path) -> Iterator[ServiceRun]:
-    """A private, not yet started instance of the service; removed afterwards."""
+    """A private instance of the service, not started (tests start parts of it)."""
     require_services()
     run = ServiceRun(tmp_path)
     try:
         yield run
     finally:
         run.close()
-
-
-@pytest.fixture
-def recordings() -> Path:
-    return RECORDINGS
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import require_services
 
-COMMANDS = [[], ["run"], ["bridge"], ["worker"], ["publish"], ["replay"], ["status"],
+COMMANDS = [[], ["run"], ["bridge"], ["worker"], ["publish"], ["replay"], ["record"], ["status"],
             ["parked"], ["parked", "list"], ["parked", "replay"], ["parked", "purge"]]
 
 

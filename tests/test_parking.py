@@ -1,4 +1,8 @@
-"""Bad input is parked with its reason, produces no task, and blocks nothing."""
+"""Bad input is parked with its reason, produces no task, and blocks nothing.
+
+Each test gets a started service from the package's pytest plugin
+(`task_service`), as a platform developer's test would.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,16 @@ EXPECTED_REASONS = [
 ]
 
 
-def test_bad_input_is_parked_with_a_reason_each_and_runs_no_task(service_run: ServiceRun) -> None:
-    service_run.start()
-    service_run.replay(BAD)
-    parked = service_run.settings.queue_name("parked")
-    service_run.wait_for(lambda: service_run.message_count(parked) == 12, 60, "12 parked")
+def test_bad_input_is_parked_with_a_reason_each_and_runs_no_task(
+    task_service: ServiceRun,
+) -> None:
+    task_service.replay(BAD)
+    parked = task_service.settings.queue_name("parked")
+    task_service.wait_for(lambda: task_service.message_count(parked) == 12, 60, "12 parked")
+    task_service.settle(timeout_s=60)
+    assert task_service.completions() == []
 
-    listing = service_run.cli("parked", "list", "--json")
+    listing = task_service.cli("parked", "list", "--json")
     assert listing.returncode == 0, listing.stderr
     entries = [json.loads(line) for line in listing.stdout.splitlines()]
     assert [entry["reason"] for entry in entries] == EXPECTED_REASONS
@@ -42,52 +49,50 @@ def test_bad_input_is_parked_with_a_reason_each_and_runs_no_task(service_run: Se
     assert "timestamp" in details and "Mars/Olympus" in details and "contactId" in details
 
     # Listing leaves them parked; none became a task.
-    assert service_run.message_count(parked) == 12
-    assert service_run.arrived() == 0
+    assert task_service.message_count(parked) == 12
+    assert task_service.arrived() == 0
     for queue in ("calls", "reports"):
-        assert service_run.message_count(service_run.settings.queue_name(queue)) == 0
+        assert task_service.message_count(task_service.settings.queue_name(queue)) == 0
 
     # The service goes on: a valid event sent afterwards is processed.
     body = {"eventType": "call.ended", "callId": "after-bad-input",
             "timestamp": "2026-12-02T10:00:00.123456789+03:00", "reason": "normal_clearing"}
-    sent = service_run.cli("publish", "call.ended", json.dumps(body))
+    sent = task_service.cli("publish", "call.ended", json.dumps(body))
     assert sent.returncode == 0, sent.stderr
-    service_run.wait_until_done(events=1, timeout_s=60)
-    record = service_run.state.lookup("call.ended:after-bad-input")
+    task_service.wait_until_done(events=1, timeout_s=60)
+    record = task_service.state.lookup("call.ended:after-bad-input")
     assert record is not None and record["state"] == "succeeded"
 
 
-def test_parked_message_keeps_its_body_byte_for_byte(service_run: ServiceRun) -> None:
-    service_run.start()
-    service_run.replay(BAD)
-    parked = service_run.settings.queue_name("parked")
-    service_run.wait_for(lambda: service_run.message_count(parked) == 12, 60, "12 parked")
+def test_parked_message_keeps_its_body_byte_for_byte(task_service: ServiceRun) -> None:
+    task_service.replay(BAD)
+    parked = task_service.settings.queue_name("parked")
+    task_service.wait_for(lambda: task_service.message_count(parked) == 12, 60, "12 parked")
     bodies = []
-    while (message := service_run.channel.basic_get(parked, no_ack=True)) is not None:
+    while (message := task_service.channel.basic_get(parked, no_ack=True)) is not None:
         bodies.append((message.body, message.headers))
     assert bodies[6][0] == b"\xff\xfe\x00"
     assert bodies[0][0] == b"call ended, see you"
     headers = bodies[7][1]
     assert headers["x-parked-reason"] == "unsupported_content_type"
     assert headers["x-original-routing-key"] == "call.ended"
-    assert headers["x-original-exchange"] == service_run.settings.events_exchange
+    assert headers["x-original-exchange"] == task_service.settings.events_exchange
     assert headers["x-parked-at"]
 
 
 def test_a_parked_message_replayed_after_the_cause_is_fixed_is_processed_once(
-    service_run: ServiceRun,
+    task_service: ServiceRun,
 ) -> None:
-    service_run.start()
     # A call.ended whose eventType says call.started: parked as a type mismatch.
     body = {"eventType": "call.started", "callId": "c-1", "timestamp": "2026-12-02T10:00:00Z"}
-    assert service_run.cli("publish", "call.ended", json.dumps(body)).returncode == 0
-    parked = service_run.settings.queue_name("parked")
-    service_run.wait_for(lambda: service_run.message_count(parked) == 1, 60, "1 parked")
+    assert task_service.cli("publish", "call.ended", json.dumps(body)).returncode == 0
+    parked = task_service.settings.queue_name("parked")
+    task_service.wait_for(lambda: task_service.message_count(parked) == 1, 60, "1 parked")
 
     # Replayed as it is, it is parked again, with a replay count.
-    replayed = service_run.cli("parked", "replay", "--reason", "type_mismatch")
+    replayed = task_service.cli("parked", "replay", "--reason", "type_mismatch")
     assert "re-published 1" in replayed.stdout
-    service_run.wait_for(lambda: service_run.message_count(parked) == 1, 60, "parked again")
-    entry = json.loads(service_run.cli("parked", "list", "--json").stdout)
+    task_service.wait_for(lambda: task_service.message_count(parked) == 1, 60, "parked again")
+    entry = json.loads(task_service.cli("parked", "list", "--json").stdout)
     assert entry["replays"] == 1 and entry["reason"] == "type_mismatch"
-    assert service_run.arrived() == 0
+    assert task_service.arrived() == 0

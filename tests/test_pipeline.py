@@ -2,6 +2,8 @@
 
 The expected report figures are computed here, from the recording alone, by
 the rules of CONTRACT 5, with code that shares nothing with the service's.
+The service is run by the package's own pytest plugin, as a platform
+developer's test would run it.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.pytest_plugin import ServiceFactory
 from app.testing import ServiceRun
-from tests.conftest import RECORDINGS, require_services
+from tests.conftest import RECORDINGS
 
 DAY = RECORDINGS / "platform-day.jsonl"
 
@@ -101,19 +103,14 @@ def _valid_event_count(lines: list[dict[str, Any]]) -> int:
 
 
 @pytest.fixture(scope="module")
-def day_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceRun]:
-    """One service that has processed the whole sample day."""
-    require_services()
-    run = ServiceRun(tmp_path_factory.mktemp("day"))
-    try:
-        run.tap_completions()
-        run.start()
+def day_run(task_service_factory: ServiceFactory) -> Iterator[ServiceRun]:
+    """One service that has processed the whole sample day (the plugin's factory)."""
+    with task_service_factory() as run:
         run.replay(DAY)
+        run.settle(timeout_s=240)
         lines = [json.loads(text) for text in DAY.read_text().splitlines()]
         run.wait_until_done(events=_valid_event_count(lines), timeout_s=240)
         yield run
-    finally:
-        run.close()
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +200,6 @@ def test_logs_never_show_a_full_phone_number(day_run: ServiceRun) -> None:
     assert "+902123394654" not in text and "902123394654" not in text
 
 
-def test_service_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    require_services()
-    run = ServiceRun(tmp_path)
-    try:
-        run.start()
-        assert run.stop() == 0
-        assert "service stopped" in run.log_text()
-    finally:
-        run.close()
+def test_service_stops_cleanly_on_sigterm(task_service: ServiceRun) -> None:
+    assert task_service.stop() == 0
+    assert "service stopped" in task_service.log_text()

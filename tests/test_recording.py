@@ -49,3 +49,37 @@ def test_sample_recordings_round_trip_byte_for_byte(name: str) -> None:
         assert again.routing_key == message.routing_key
         assert again.properties == message.properties
         assert json.loads(line)["t"] == message.t
+
+
+@pytest.mark.parametrize("body, kept_as", [
+    (b'{"a":1}', "body"),
+    (b'{"a": 1}', "body_text"),     # valid JSON, but sent with spaces
+    (b"NaN", "body_text"),          # Python reads it; JSON does not have it
+    (b"plain words", "body_text"),
+    (b"", "body_b64"),              # no bytes at all, as the samples write it
+    (b"\xff\xfe\x00", "body_b64"),
+])
+def test_encode_message_keeps_the_body_in_the_form_that_gives_back_its_bytes(
+    body: bytes, kept_as: str
+) -> None:
+    line = encode_message(t=0.0, exchange="x", routing_key="k", properties={}, body=body)
+    assert kept_as in json.loads(line)
+    assert parse_line(line, 1).body == body
+    assert ", " not in line  # compact, like the sample files
+
+
+def test_header_values_that_json_cannot_hold_become_text_or_numbers() -> None:
+    from datetime import datetime
+    from decimal import Decimal
+
+    from app.recorder import recorded_properties
+
+    received = {"application_headers": {"raw": b"\xff", "text": b"ok", "d": Decimal("1.5"),
+                                         "at": datetime(2026, 12, 2, 10, 0, 0),
+                                         "list": [b"a", {"n": 1}]},
+                "message_id": "m", "priority": None}
+    assert recorded_properties(received) == {
+        "headers": {"raw": "/w==", "text": "ok", "d": 1.5, "at": 1796205600,
+                    "list": ["a", {"n": 1}]},
+        "message_id": "m",
+    }
