@@ -61,6 +61,29 @@ def expected_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def refuse_bad_broker_credentials(settings: Settings) -> None:
+    """Stop with one line if RabbitMQ refuses us; an unreachable one is retried later.
+
+    Celery treats a refused login as unrecoverable, but logs a traceback and
+    exits 0, which a supervisor would take for a clean stop.
+    """
+    import kombu
+
+    from app.errors import BrokerRefused
+    from app.settings import redact_url
+
+    connection = kombu.Connection(settings.rabbitmq_url, connect_timeout=5)
+    try:
+        connection.connect()
+    except Exception as exc:  # only a refusal matters here
+        error = translate(exc)
+        if isinstance(error, BrokerRefused):
+            url = redact_url(settings.rabbitmq_url)
+            raise ConfigError(f"RABBITMQ_URL {url}: {error}") from None
+    finally:
+        connection.release()
+
+
 def wait_for_redis(settings: Settings) -> None:
     """Block, with a visible back-off, until Redis answers a PING."""
     import redis
@@ -151,6 +174,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
                for arg in celery_args):
         # Node names must be unique; several workers may share one host.
         argv += ["--hostname", f"{settings.service_name}-{os.getpid()}@%h"]
+    refuse_bad_broker_credentials(settings)
     wait_for_redis(settings)
     app.worker_main(argv=[*argv, *celery_args])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,7 @@ def _decode_json(body: bytes, *, content_type: str | None, max_body_bytes: int) 
     if not text.strip():
         raise ParkMessage("invalid_json", "body is empty")
     try:
-        document = json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ParkMessage(
             "invalid_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -107,6 +108,13 @@ def _decode_json(body: bytes, *, content_type: str | None, max_body_bytes: int) 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: valid JSON, but no float can hold it
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
 
 
 def _depth(value: Any) -> int:

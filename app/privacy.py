@@ -17,8 +17,22 @@ def mask_phone(number: str) -> str:
     return "***" + digits[-4:] if digits else ""
 
 
+# The user part of a sip:, sips: or tel: URI, whatever separators it uses
+# (`tel:+1-201-555-0123`, `sip:+90 212 339 46 54@host`, `sip:ext_9021233@h`).
+_URI_USER = re.compile(r"\b(sips?|tel):(\+?[\d().\- ]*\d|[^@\s\"'<>,;]+)", re.IGNORECASE)
+_MIN_DIGITS = 7
+
+
+def _mask_uri_user(match: re.Match[str]) -> str:
+    scheme, user = match.group(1), match.group(2)
+    if sum(ch.isdigit() for ch in user) < _MIN_DIGITS:
+        return match.group(0)  # a name such as sip:alice@host, no number in it
+    return f"{scheme}:{mask_phone(user)}"
+
+
 def mask_phones_in(text: str) -> str:
-    """Mask every phone number found anywhere in `text`."""
+    """Mask every phone number found anywhere in `text`: in URIs, and bare."""
+    text = _URI_USER.sub(_mask_uri_user, text)
     return _PHONE.sub(lambda match: mask_phone(match.group(0)), text)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, Field, StrictInt
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
 
 from schemas.base import PlatformModel, ShortStr, Timestamp, UriStr
 
@@ -74,10 +75,16 @@ class CallEnded(CallEvent):
     reason: ShortStr | None = None
 
 
+def _iso_date(value: object) -> object:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("date must be YYYY-MM-DD")
+    return value
+
+
 class DayRolledOver(PlatformModel):
     event_type: Literal["day.rolled_over"]
     timestamp: Timestamp
-    date: date
+    date: Annotated[date, BeforeValidator(_iso_date)]
     timezone: TimezoneName
     trace_id: ShortStr | None = None
     tenant_id: ShortStr | None = None

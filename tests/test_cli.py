@@ -95,3 +95,13 @@ def test_replay_reports_malformed_lines_with_their_number(tmp_path: Path, exchan
     strict = task_service("replay", "--strict", str(recording),
                           env={"EVENTS_EXCHANGE": exchange})
     assert strict.returncode == 1 and "line 2: not JSON" in strict.stderr
+
+
+@pytest.mark.parametrize("command", [["worker"], ["bridge"]])
+def test_refused_credentials_stop_start_up_with_one_line(command: list[str]) -> None:
+    require_services()
+    result = task_service(*command, env={
+        "RABBITMQ_URL": "amqp://guest:Sup3rSecretPW@127.0.0.1:5672/", "LOG_FORMAT": "json"})
+    assert result.returncode == 2
+    assert "RabbitMQ refused" in result.stderr and "Sup3rSecretPW" not in result.stderr
+    assert "Traceback" not in result.stderr

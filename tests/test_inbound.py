@@ -66,6 +66,10 @@ class TestBadInputIsParkedWithItsOwnReason:
         body = json.dumps(ENDED)[:-1] + f', "x": {literal}}}'
         assert parked_reason(body) == "invalid_json"
 
+    def test_a_number_no_float_can_hold(self) -> None:
+        body = json.dumps(ENDED)[:-1] + ', "x": 1e999}'
+        assert parked_reason(body) == "invalid_json"
+
     def test_absurd_nesting(self) -> None:
         body = json.dumps(ENDED)[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}"
         assert parked_reason(body) == "too_deep"
@@ -109,7 +113,8 @@ class TestBadInputIsParkedWithItsOwnReason:
     def test_overlong_strings_are_refused(self) -> None:
         assert parked_reason({**ENDED, "callId": "x" * 300}) == "schema"
 
-    @pytest.mark.parametrize("bad", [{"date": "2026-02-30"}, {"timezone": "Mars/Olympus"}])
+    @pytest.mark.parametrize("bad", [{"date": "2026-02-30"}, {"timezone": "Mars/Olympus"},
+                                     {"date": 1764806400}, {"date": "2026-12-02T00:00:00"}])
     def test_rollover_with_impossible_date_or_unknown_timezone(self, bad: dict) -> None:
         body = {"eventType": "day.rolled_over", "timestamp": "2026-12-02T10:00:00Z",
                 "date": "2026-12-02", "timezone": "Europe/Istanbul", **bad}

@@ -29,6 +29,13 @@ class TestMasking:
         ("sip:+902123394654@sip.tenant-acme.example", "sip:***4654@sip.tenant-acme.example"),
         ("tel:02125490672", "tel:***0672"),
         ("caller +12127123573 hung up", "caller ***3573 hung up"),
+        ("sip:+90-212-339-4654@x", "sip:***4654@x"),
+        ("tel:+90 212 339 46 54", "tel:***4654"),
+        ("tel:+1 (212) 555-0199 called", "tel:***0199 called"),
+        ("sip:user-902123394655@x", "sip:***4655@x"),
+        ("sip:ext_902123394656@x", "sip:***4656@x"),
+        ("sip:902123394657.1@x", "sip:***6571@x"),
+        ('{"from": "sip:+902123394654@h"}', '{"from": "sip:***4654@h"}'),
     ])
     def test_masks_numbers_in_text(self, text: str, masked: str) -> None:
         assert mask_phones_in(text) == masked
@@ -36,6 +43,7 @@ class TestMasking:
     @pytest.mark.parametrize("text", [
         "2026-12-02T08:11:58.112359+03:00", "4b018c9f-a7ec-c7ee-126e-90a3f3a71b00",
         "9417bb4319fcafba9bb308bd4001bd9b", "1764683240.401576", "contactId 11850",
+        "sip:alice@pbx.example", "sip:dp-tenant-acme-inbound@x",
     ])
     def test_leaves_ids_timestamps_and_small_numbers_alone(self, text: str) -> None:
         assert mask_phones_in(text) == text
