@@ -4,6 +4,12 @@ The report counts the events that arrived before the rollover: the task
 first waits (bounded by REPORT_WAIT_S) until every event with a lower arrival
 seq has finished, then reads the call records and ignores any field written
 by an event that arrived after the rollover.
+
+Each report is written as `<tenant>/<date>.json`, `.csv` (one row per call)
+and `.html` (the page of `handlers.report_page`). A rollover without a tenant
+writes one report per tenant seen that day plus the all-tenants summary
+(`_all/<date>.*`, tenant id `*`). Writing is idempotent: the same rollover,
+processed again, writes the same files (only `generatedAt` changes).
 """
 
 from __future__ import annotations
@@ -25,12 +31,17 @@ from celery import shared_task
 
 from app.event_task import EventTask, NotReady, worker_resources
 from handlers.calls import call_key, calls_index_key
+from handlers.report_page import render_report_page
 from handlers.routes import DAILY_REPORT
 
 log = structlog.get_logger(__name__)
 
 CSV_COLUMNS = ["callId", "tenantId", "startedAt", "answeredAt", "endedAt", "localHour",
                "answered", "talkSeconds", "reason", "from", "to"]
+# The tenant id of the all-tenants summary (as in the event key of a
+# tenant-less rollover), and the folder its files go to.
+ALL_TENANTS = "*"
+ALL_TENANTS_FOLDER = "_all"
 # While earlier events are unfinished the report task is deferred, not
 # blocked: a worker process that sleeps here is one fewer running them.
 DEFER_S = 1.0
@@ -139,10 +150,12 @@ def csv_rows(calls: list[CallView], tz: ZoneInfo) -> list[dict[str, Any]]:
     ]
 
 
-def report_paths(reports_dir: Path, tenant: str, day: date) -> tuple[Path, Path]:
-    safe_tenant = re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
-    folder = reports_dir / safe_tenant
-    return folder / f"{day.isoformat()}.json", folder / f"{day.isoformat()}.csv"
+def report_paths(reports_dir: Path, tenant: str, day: date) -> dict[str, Path]:
+    """Where one report's files go: `<reports dir>/<tenant>/<date>.{json,csv,html}`."""
+    folder_name = ALL_TENANTS_FOLDER if tenant == ALL_TENANTS else \
+        re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
+    stem = reports_dir / folder_name / day.isoformat()
+    return {kind: stem.with_suffix(f".{kind}") for kind in ("json", "csv", "html")}
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -153,17 +166,18 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def write_report(
-    reports_dir: Path, report: dict[str, Any], rows: list[dict[str, Any]]
+    reports_dir: Path, report: dict[str, Any], rows: list[dict[str, Any]], page: str
 ) -> dict[str, str]:
-    day = date.fromisoformat(report["date"])
-    json_path, csv_path = report_paths(reports_dir, report["tenantId"], day)
+    """Write the JSON, CSV and HTML of one report; return their paths."""
+    paths = report_paths(reports_dir, report["tenantId"], date.fromisoformat(report["date"]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomically(json_path, json.dumps(report, indent=2) + "\n")
-    _write_atomically(csv_path, buffer.getvalue())
-    return {"json": str(json_path), "csv": str(csv_path)}
+    _write_atomically(paths["json"], json.dumps(report, indent=2) + "\n")
+    _write_atomically(paths["csv"], buffer.getvalue())
+    _write_atomically(paths["html"], page)
+    return {kind: str(path) for kind, path in paths.items()}
 
 
 def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
@@ -186,27 +200,55 @@ def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
 
 @shared_task(base=EventTask, name=DAILY_REPORT, bind=True)
 def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write the day's report (JSON and CSV) for the tenant, or for every tenant."""
+    """Write the day's report for the tenant, or for each tenant and all together.
+
+    Each report is written as JSON, CSV and HTML. The result lists them; the
+    e-mail task chained after this one sends what it lists.
+    """
     resources = worker_resources()
     barrier_seq = int(meta["seq"])
     _wait_for_earlier_events(resources, meta, barrier_seq)
 
     day = date.fromisoformat(event["date"])
     tz = ZoneInfo(event["timezone"])
-    tenant = event.get("tenantId")
     calls = load_calls(resources.redis, resources.settings.redis_prefix, day, tz, barrier_seq)
-    tenants = [tenant] if tenant else sorted({call.tenant_id for call in
-                                              calls_of_day(calls, day, tz, None)})
-    written = []
-    for name in tenants:
-        todays = calls_of_day(calls, day, tz, name)
-        report = build_report(todays, tenant=name, day=day, timezone=event["timezone"])
-        paths = write_report(resources.settings.reports_dir, report, csv_rows(todays, tz))
-        log.info("daily report written", tenant=name, date=day.isoformat(),
-                 calls=report["calls"], path=paths["json"])
-        written.append({"tenantId": name, "calls": report["calls"],
-                        "answered": report["answered"], **paths})
+    written = write_day_reports(resources.settings.reports_dir, calls_of_day(calls, day, tz, None),
+                                day=day, timezone=event["timezone"],
+                                tenant=event.get("tenantId"))
     return {"date": day.isoformat(), "timezone": event["timezone"], "reports": written}
+
+
+def write_day_reports(
+    reports_dir: Path, calls: list[CallView], *, day: date, timezone: str, tenant: str | None,
+) -> list[dict[str, Any]]:
+    """Write the reports of a day: one tenant's, or each tenant's and the summary.
+
+    `calls` are the day's calls of every tenant. Returns, per report written,
+    its tenant, figures and file paths, in the order written.
+    """
+    tz = ZoneInfo(timezone)
+    tenants = [tenant] if tenant else sorted({call.tenant_id for call in calls})
+    reports, written = [], []
+    for name in tenants:
+        own_calls = [call for call in calls if call.tenant_id == name]
+        report = build_report(own_calls, tenant=name, day=day, timezone=timezone)
+        written.append(_write_one(reports_dir, report, own_calls, tz))
+        reports.append(report)
+    if tenant is None:
+        summary = build_report(calls, tenant=ALL_TENANTS, day=day, timezone=timezone)
+        summary["tenants"] = {report["tenantId"]: report["calls"] for report in reports}
+        written.append(_write_one(reports_dir, summary, calls, tz, tenant_reports=reports))
+    return written
+
+
+def _write_one(reports_dir: Path, report: dict[str, Any], calls: list[CallView], tz: ZoneInfo,
+               tenant_reports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    page = render_report_page(report, calls, tz, tenant_reports=tenant_reports or ())
+    paths = write_report(reports_dir, report, csv_rows(calls, tz), page)
+    log.info("daily report written", tenant=report["tenantId"], date=report["date"],
+             calls=report["calls"], path=paths["html"])
+    return {"tenantId": report["tenantId"], "calls": report["calls"],
+            "answered": report["answered"], **paths}
 
 
 def _wait_for_earlier_events(resources: Any, meta: dict[str, Any], barrier_seq: int) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from app.testing import ServiceRun
 from tests.conftest import RECORDINGS, require_services
+from tests.offline_html import network_loads
 
 DAY = RECORDINGS / "platform-day.jsonl"
 
@@ -212,3 +213,27 @@ def test_service_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         assert "service stopped" in run.log_text()
     finally:
         run.close()
+
+
+def test_html_reports_inline_their_chart_and_load_nothing_from_the_network(
+    day_run: ServiceRun,
+) -> None:
+    for tenant in ("tenant-acme", "tenant-globex"):
+        page = (day_run.reports_dir / tenant / "2026-12-02.html").read_text()
+        report = json.loads((day_run.reports_dir / tenant / "2026-12-02.json").read_text())
+        assert '<svg' in page and 'id="calls-per-hour"' in page
+        assert f">{report['calls']}<" in page and tenant in page
+        assert network_loads(page) == []
+
+
+def test_no_report_file_contains_a_full_phone_number(
+    day_run: ServiceRun, day_lines: list[dict[str, Any]]
+) -> None:
+    numbers = {re.sub(r"\D", "", line["body"][side]) for line in day_lines
+               for side in ("from", "to") if isinstance(line["body"].get(side), str)}
+    assert len(numbers) > 100
+    files = [path for path in day_run.reports_dir.rglob("*") if path.is_file()]
+    assert len(files) >= 6
+    for path in files:
+        text = path.read_text()
+        assert not [number for number in numbers if number in text], path
