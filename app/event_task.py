@@ -9,8 +9,14 @@ A handler task only does its work. Around it, this class:
   back-off with jitter, counting attempts itself;
 - publishes the completion event when the task succeeds or finally fails.
 
-Tasks are called as `task(event, meta)`: `event` is the validated event in
-camelCase, `meta` holds eventKey, eventType, routingKey, traceId and seq.
+Tasks are called as `task(event=..., meta=...)`: `event` is the validated
+event in camelCase, `meta` holds eventKey, eventType, routingKey, traceId and
+seq. A task chained after another (handlers/routes.py) is also given the
+result of the one before it, positionally, as Celery's chains do; its
+function takes it as a third argument: `run(event, meta, upstream_result)`.
+When a task fails for good, the tasks chained after it never run; they are
+recorded as failed (`app.chains`), so that the event still reaches a final
+state.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import celery
 import redis
 import structlog
 
+from app.chains import abandon_rest_of_chain
 from app.completion import CompletionPublisher
 from app.errors import (
     PermanentError,
@@ -103,7 +110,7 @@ class EventTask(celery.Task):
     # deferrals (NotReady) are not attempts, so Celery's own cap is off.
     max_retries = None
 
-    def __call__(self, event: dict[str, Any], meta: dict[str, Any]) -> Any:
+    def __call__(self, *upstream: Any, event: dict[str, Any], meta: dict[str, Any]) -> Any:
         resources = worker_resources()
         key = meta["eventKey"]
         attempt = self.request.retries + 1 - int(meta.get("deferrals", 0))
@@ -121,7 +128,7 @@ class EventTask(celery.Task):
 
         started = time.monotonic()
         try:
-            result = self.run(event, meta)
+            result = self.run(event, meta, *upstream)
         except NotReady as exc:
             bound.info("task not ready, deferring", reason=str(exc))
             deferred = {**meta, "deferrals": int(meta.get("deferrals", 0)) + 1}
@@ -207,3 +214,5 @@ class EventTask(celery.Task):
         else:
             bound.error("task failed", error=str(error), duration_ms=round(duration_ms, 1),
                         event_state=state)
+            if self.request.chain:
+                abandon_rest_of_chain(resources, self.request.chain, meta, failed_task=self.name)

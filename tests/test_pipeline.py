@@ -20,6 +20,7 @@ import pytest
 from app.testing import ServiceRun
 from tests.conftest import RECORDINGS, require_services
 from tests.offline_html import network_loads
+from tests.smtp_server import LocalSmtpServer
 
 DAY = RECORDINGS / "platform-day.jsonl"
 
@@ -102,10 +103,21 @@ def _valid_event_count(lines: list[dict[str, Any]]) -> int:
 
 
 @pytest.fixture(scope="module")
-def day_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceRun]:
-    """One service that has processed the whole sample day."""
+def smtp() -> Iterator[LocalSmtpServer]:
+    server = LocalSmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def day_run(tmp_path_factory: pytest.TempPathFactory,
+            smtp: LocalSmtpServer) -> Iterator[ServiceRun]:
+    """One service that has processed the whole sample day, e-mailing its reports."""
     require_services()
-    run = ServiceRun(tmp_path_factory.mktemp("day"))
+    run = ServiceRun(tmp_path_factory.mktemp("day"), extra_env={
+        "SMTP_URL": smtp.url, "REPORT_RECIPIENTS": "*=reports@platform.example"})
     try:
         run.tap_completions()
         run.start()
@@ -237,3 +249,19 @@ def test_no_report_file_contains_a_full_phone_number(
     for path in files:
         text = path.read_text()
         assert not [number for number in numbers if number in text], path
+
+
+def test_the_smtp_server_received_one_email_per_tenant_with_both_files(
+    day_run: ServiceRun, smtp: LocalSmtpServer
+) -> None:
+    mails = sorted(smtp.received, key=lambda mail: mail.message["Subject"])
+    assert [mail.message["Subject"] for mail in mails] == [
+        "Daily call report: tenant-acme, 2026-12-02",
+        "Daily call report: tenant-globex, 2026-12-02"]
+    for mail, tenant in zip(mails, ("tenant-acme", "tenant-globex"), strict=True):
+        assert mail.rcpt_tos == ["reports@platform.example"]
+        files = mail.attachments
+        assert sorted(files) == [f"{tenant}-2026-12-02.csv", f"{tenant}-2026-12-02.html"]
+        on_disk = day_run.reports_dir / tenant / "2026-12-02"
+        assert files[f"{tenant}-2026-12-02.csv"] == on_disk.with_suffix(".csv").read_bytes()
+        assert files[f"{tenant}-2026-12-02.html"] == on_disk.with_suffix(".html").read_bytes()
