@@ -92,6 +92,15 @@ class Settings(BaseSettings):
         return f"{self.service_name}.{role}"
 
     @property
+    def records_ttl_s(self) -> int:
+        """Expiry of call records and report index entries.
+
+        A safety net only: the clean-up after each rollover removes them once
+        they are RETENTION_DAYS old, so the expiry leaves it two days more.
+        """
+        return max(self.state_ttl_s, (self.retention_days + 2) * 24 * 3600)
+
+    @property
     def recipients(self) -> dict[str, tuple[str, ...]]:
         """REPORT_RECIPIENTS as tenant -> addresses; `*` is everyone else's."""
         return parse_recipients(self.report_recipients)

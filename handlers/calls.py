@@ -6,7 +6,9 @@ also keeps the arrival seq of the event that wrote it, so a daily report can
 use exactly the events that arrived before its rollover.
 
 Keys: `call:<callId>` (hash) and `calls:by_time` (sorted set of call ids,
-scored by start time, else end time, in epoch seconds).
+scored by start time, else end time, in epoch seconds). They are kept for
+RETENTION_DAYS, until the clean-up after a rollover removes them; their
+expiry is only a safety net behind it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import redis
 from celery import shared_task
 
 from app.event_task import EventTask, worker_resources
 from app.privacy import mask_sip_uri
 from handlers.routes import RECORD_CALL_EVENT
+
+_REMOVE_BATCH = 500
 
 # KEYS: call hash, by_time zset   ARGV: callId, ttl, field1, value1, ...
 _MERGE = """
@@ -80,6 +85,23 @@ def call_summary(record: dict[str, str]) -> dict[str, Any]:
     return summary
 
 
+def remove_calls_before(client: redis.Redis, prefix: str, cutoff: datetime) -> int:
+    """Remove the records of calls that started (else ended) before `cutoff`.
+
+    Returns how many calls were removed from the index; a record whose hash
+    had already expired counts too, as its index entry was still there.
+    """
+    removed = 0
+    index = calls_index_key(prefix)
+    while call_ids := client.zrangebyscore(index, "-inf", f"({cutoff.timestamp()}",
+                                           start=0, num=_REMOVE_BATCH):
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(*(call_key(prefix, call_id.decode()) for call_id in call_ids))
+        pipe.zrem(index, *call_ids)
+        removed += int(pipe.execute()[1])
+    return removed
+
+
 def call_key(prefix: str, call_id: str) -> str:
     return f"{prefix}call:{call_id}"
 
@@ -94,7 +116,7 @@ def record_event(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
     resources = worker_resources()
     prefix = resources.settings.redis_prefix
     fields = record_fields(event, int(meta["seq"]))
-    argv: list[Any] = [event["callId"], resources.settings.state_ttl_s]
+    argv: list[Any] = [event["callId"], resources.settings.records_ttl_s]
     for name, value in fields.items():
         argv += [name, value]
 

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,8 +28,10 @@ from zoneinfo import ZoneInfo
 import structlog
 from celery import shared_task
 
-from app.event_task import EventTask, NotReady, worker_resources
+from app.event_task import EventTask, worker_resources
+from handlers.arrival import wait_for_earlier_events
 from handlers.calls import call_key, calls_index_key
+from handlers.report_index import record_reports
 from handlers.report_page import render_report_page
 from handlers.routes import DAILY_REPORT
 
@@ -42,9 +43,6 @@ CSV_COLUMNS = ["callId", "tenantId", "startedAt", "answeredAt", "endedAt", "loca
 # tenant-less rollover), and the folder its files go to.
 ALL_TENANTS = "*"
 ALL_TENANTS_FOLDER = "_all"
-# While earlier events are unfinished the report task is deferred, not
-# blocked: a worker process that sleeps here is one fewer running them.
-DEFER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -207,7 +205,7 @@ def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
     """
     resources = worker_resources()
     barrier_seq = int(meta["seq"])
-    _wait_for_earlier_events(resources, meta, barrier_seq)
+    wait_for_earlier_events(resources, meta)
 
     day = date.fromisoformat(event["date"])
     tz = ZoneInfo(event["timezone"])
@@ -215,6 +213,9 @@ def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
     written = write_day_reports(resources.settings.reports_dir, calls_of_day(calls, day, tz, None),
                                 day=day, timezone=event["timezone"],
                                 tenant=event.get("tenantId"))
+    record_reports(resources.redis, resources.settings.redis_prefix, written, day=day,
+                   timezone=event["timezone"], event_key=meta["eventKey"], seq=barrier_seq,
+                   ttl_s=resources.settings.records_ttl_s)
     return {"date": day.isoformat(), "timezone": event["timezone"], "reports": written}
 
 
@@ -249,17 +250,3 @@ def _write_one(reports_dir: Path, report: dict[str, Any], calls: list[CallView],
              calls=report["calls"], path=paths["html"])
     return {"tenantId": report["tenantId"], "calls": report["calls"],
             "answered": report["answered"], **paths}
-
-
-def _wait_for_earlier_events(resources: Any, meta: dict[str, Any], barrier_seq: int) -> None:
-    """Return if every earlier event has finished or the wait is over; else defer."""
-    wait_s = resources.settings.report_wait_s
-    wait_until = float(meta.setdefault("waitUntil", time.time() + wait_s))
-    pending = resources.state.unfinished_before(barrier_seq)
-    if pending == 0:
-        return
-    if time.time() >= wait_until:
-        log.warning("report written while earlier events are still unfinished",
-                    pending=pending, event_key=meta["eventKey"])
-        return
-    raise NotReady(f"{pending} earlier events unfinished", countdown_s=DEFER_S)

@@ -25,7 +25,7 @@ ROUTES: dict[str, Route] = {
     "user.identified.for_call": (RECORD_CALL_EVENT,),
     "call.recording.available": (RECORD_CALL_EVENT,),
     "call.ended":               (RECORD_CALL_EVENT,),
-    "day.rolled_over":          ((DAILY_REPORT, EMAIL_REPORT),),
+    "day.rolled_over":          ((DAILY_REPORT, EMAIL_REPORT), RETENTION_CLEANUP),
 }
 
 # Task name -> queue role; the queue is named `<service name>.<role>`.

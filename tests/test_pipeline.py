@@ -265,3 +265,12 @@ def test_the_smtp_server_received_one_email_per_tenant_with_both_files(
         on_disk = day_run.reports_dir / tenant / "2026-12-02"
         assert files[f"{tenant}-2026-12-02.csv"] == on_disk.with_suffix(".csv").read_bytes()
         assert files[f"{tenant}-2026-12-02.html"] == on_disk.with_suffix(".html").read_bytes()
+
+
+def test_each_rollover_ran_its_clean_up_beside_its_report(day_run: ServiceRun) -> None:
+    cleanups = [c.body for c in day_run.read_completions()
+                if c.routing_key == "task.succeeded.maintenance.retention_cleanup"]
+    assert sorted(body["sourceEventKey"] for body in cleanups) == [
+        "day.rolled_over:tenant-acme:2026-12-02", "day.rolled_over:tenant-globex:2026-12-02"]
+    # The sample day is one day: nothing in it is older than 30 days.
+    assert all(body["result"]["removedTotal"] == 0 for body in cleanups)
