@@ -1,5 +1,11 @@
 """Call records: the five `call.*`-type events merged into one record per call.
 
+A record holds the tenant (from the dialplan, else the identified user), the
+start, answer and end times, the end reason, caller and callee (masked), the
+dialplan, user and contact ids and the recording's URIs. Ring and talk
+seconds are derived from the times (`call_summary`). A `call.ended` whose
+`call.started` never arrives still makes a record.
+
 Each event type writes its own fields, so the order of arrival does not
 matter and a repeated event writes the same values again. Each field group
 also keeps the arrival seq of the event that wrote it, so a daily report can
@@ -20,7 +26,7 @@ import redis
 from celery import shared_task
 
 from app.event_task import EventTask, worker_resources
-from app.privacy import mask_sip_uri
+from app.privacy import mask_phones_in, mask_sip_uri
 from handlers.routes import RECORD_CALL_EVENT
 
 _REMOVE_BATCH = 500
@@ -64,25 +70,68 @@ def record_fields(event: dict[str, Any], seq: int) -> dict[str, str]:
         fields |= {"userId": event.get("userId"), "contactId": event.get("contactId"),
                    "userTenant": event.get("tenantId"), "identifiedSeq": seq}
     elif event_type == "call.recording.available":
-        fields |= {"recordingUri": event.get("recordingUri"), "recordingSeq": seq}
+        fields |= {"recordingUri": mask_phones_in(event.get("recordingUri") or "") or None,
+                   "publicUrl": mask_phones_in(event.get("publicUrl") or "") or None,
+                   "recordingSeq": seq}
     elif event_type == "call.ended":
         fields |= {"endedAt": event["timestamp"], "endedEpoch": _epoch(event["timestamp"]),
                    "endedSeq": seq, "reason": event.get("reason") or "unknown"}
     return {name: str(value) for name, value in fields.items() if value is not None}
 
 
+# Record field that shows an event type was merged -> that event type.
+_SEEN_BY = {"startedSeq": "call.started", "answeredSeq": "call.answered",
+            "identifiedSeq": "user.identified.for_call",
+            "recordingSeq": "call.recording.available", "endedSeq": "call.ended"}
+
+
+def ring_and_talk_seconds(started: datetime | None, answered: datetime | None,
+                          ended: datetime | None) -> tuple[float | None, float | None]:
+    """Seconds it rang (start to answer, or to end if never answered) and talked.
+
+    None where an end of the span is unknown; never below 0.
+    """
+    return _span_s(started, answered if answered is not None else ended), \
+        _span_s(answered, ended)
+
+
+def _span_s(start: datetime | None, end: datetime | None) -> float | None:
+    # Subtracting datetimes keeps whole microseconds, as the report's sums need.
+    if start is None or end is None:
+        return None
+    return max((end - start).total_seconds(), 0.0)
+
+
 def call_summary(record: dict[str, str]) -> dict[str, Any]:
-    """What the completion event of a record task says about the call."""
-    tenant = record.get("dialplanTenant") or record.get("userTenant") or "unknown"
-    summary: dict[str, Any] = {"callId": record["callId"], "tenantId": tenant,
-                               "answered": "answeredEpoch" in record,
-                               "ended": "endedEpoch" in record}
-    if "endedEpoch" in record and "answeredEpoch" in record:
-        talk_s = float(record["endedEpoch"]) - float(record["answeredEpoch"])
-        summary["talkSeconds"] = round(max(talk_s, 0.0), 3)
-    if "reason" in record:
-        summary["reason"] = record["reason"]
-    return summary
+    """What the completion event of a record task says about the call, so far.
+
+    Phone numbers are masked in the record already; absent facts are left out.
+    """
+    moments = [datetime.fromisoformat(record[f"{group}At"]) if f"{group}At" in record else None
+               for group in ("started", "answered", "ended")]
+    ring_s, talk_s = ring_and_talk_seconds(*moments)
+    contact = record.get("contactId")
+    summary: dict[str, Any] = {
+        "callId": record["callId"],
+        "tenantId": record.get("dialplanTenant") or record.get("userTenant") or "unknown",
+        "answered": "answeredEpoch" in record,
+        "ended": "endedEpoch" in record,
+        "eventsSeen": [event for field, event in _SEEN_BY.items() if field in record],
+        "startedAt": record.get("startedAt"),
+        "answeredAt": record.get("answeredAt"),
+        "endedAt": record.get("endedAt"),
+        "ringSeconds": None if ring_s is None else round(ring_s, 3),
+        "talkSeconds": None if talk_s is None else round(talk_s, 3),
+        "reason": record.get("reason"),
+        "from": record.get("from"),
+        "to": record.get("to"),
+        "dialplanId": record.get("dialplanId"),
+        "userId": record.get("userId"),
+        "contactId": int(contact) if contact and contact.isdigit() else contact,
+        "recordingUri": record.get("recordingUri"),
+        "publicUrl": record.get("publicUrl"),
+    }
+    return {name: value for name, value in summary.items() if value is not None}
 
 
 def remove_calls_before(client: redis.Redis, prefix: str, cutoff: datetime) -> int:

@@ -47,9 +47,8 @@ def hourly_split(calls: Sequence[CallView], tz: tzinfo) -> tuple[list[int], list
     """Answered and unanswered calls by local start hour (end, if never started)."""
     answered, unanswered = [0] * 24, [0] * 24
     for call in calls:
-        anchor = call.started or call.ended
-        assert anchor is not None  # only ended calls are in a day's list
-        (answered if call.answered is not None else unanswered)[anchor.astimezone(tz).hour] += 1
+        hour = call.anchor.astimezone(tz).hour
+        (answered if call.answered is not None else unanswered)[hour] += 1
     return answered, unanswered
 
 

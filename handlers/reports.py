@@ -30,7 +30,7 @@ from celery import shared_task
 
 from app.event_task import EventTask, worker_resources
 from handlers.arrival import wait_for_earlier_events
-from handlers.calls import call_key, calls_index_key
+from handlers.calls import call_key, calls_index_key, ring_and_talk_seconds
 from handlers.report_index import record_reports
 from handlers.report_page import render_report_page
 from handlers.routes import DAILY_REPORT
@@ -38,7 +38,8 @@ from handlers.routes import DAILY_REPORT
 log = structlog.get_logger(__name__)
 
 CSV_COLUMNS = ["callId", "tenantId", "startedAt", "answeredAt", "endedAt", "localHour",
-               "answered", "talkSeconds", "reason", "from", "to"]
+               "answered", "ringSeconds", "talkSeconds", "reason", "from", "to", "userId",
+               "contactId", "recordingUri"]
 # The tenant id of the all-tenants summary (as in the event key of a
 # tenant-less rollover), and the folder its files go to.
 ALL_TENANTS = "*"
@@ -57,12 +58,28 @@ class CallView:
     reason: str
     from_: str
     to: str
+    user_id: str = ""
+    contact_id: str = ""
+    recording_uri: str = ""
 
     @property
     def talk_seconds(self) -> float | None:
-        if self.answered is None or self.ended is None:
-            return None
-        return max((self.ended - self.answered).total_seconds(), 0.0)
+        return self._spans()[1]
+
+    @property
+    def ring_seconds(self) -> float | None:
+        return self._spans()[0]
+
+    @property
+    def anchor(self) -> datetime:
+        """The time that places the call in a day and an hour: start, else end."""
+        anchor = self.started or self.ended
+        if anchor is None:
+            raise ValueError(f"call {self.call_id} has neither started nor ended")
+        return anchor
+
+    def _spans(self) -> tuple[float | None, float | None]:
+        return ring_and_talk_seconds(self.started, self.answered, self.ended)
 
 
 def call_view(record: dict[str, str], barrier_seq: int | None) -> CallView:
@@ -86,6 +103,9 @@ def call_view(record: dict[str, str], barrier_seq: int | None) -> CallView:
         reason=record.get("reason", "unknown") if arrived("ended") else "unknown",
         from_=record.get("from", "") if arrived("started") else "",
         to=record.get("to", "") if arrived("started") else "",
+        user_id=record.get("userId", "") if arrived("identified") else "",
+        contact_id=record.get("contactId", "") if arrived("identified") else "",
+        recording_uri=record.get("recordingUri", "") if arrived("recording") else "",
     )
 
 
@@ -97,10 +117,9 @@ def calls_of_day(
     for call in calls:
         if call.ended is None or (tenant is not None and call.tenant_id != tenant):
             continue
-        anchor = call.started or call.ended
-        if anchor.astimezone(tz).date() == day:
+        if call.anchor.astimezone(tz).date() == day:
             chosen.append(call)
-    return sorted(chosen, key=lambda call: ((call.started or call.ended), call.call_id))
+    return sorted(chosen, key=lambda call: (call.anchor, call.call_id))
 
 
 def build_report(calls: list[CallView], *, tenant: str, day: date, timezone: str) -> dict[str, Any]:
@@ -111,7 +130,7 @@ def build_report(calls: list[CallView], *, tenant: str, day: date, timezone: str
     by_hour = [0] * 24
     for call in calls:
         by_reason[call.reason] = by_reason.get(call.reason, 0) + 1
-        by_hour[(call.started or call.ended).astimezone(tz).hour] += 1  # type: ignore[union-attr]
+        by_hour[call.anchor.astimezone(tz).hour] += 1
     answered = sum(1 for call in calls if call.answered is not None)
     return {
         "tenantId": tenant,
@@ -137,12 +156,16 @@ def csv_rows(calls: list[CallView], tz: ZoneInfo) -> list[dict[str, Any]]:
             "startedAt": call.started.isoformat() if call.started else "",
             "answeredAt": call.answered.isoformat() if call.answered else "",
             "endedAt": call.ended.isoformat() if call.ended else "",
-            "localHour": (call.started or call.ended).astimezone(tz).hour,  # type: ignore[union-attr]
+            "localHour": call.anchor.astimezone(tz).hour,
             "answered": "yes" if call.answered else "no",
+            "ringSeconds": "" if call.ring_seconds is None else round(call.ring_seconds, 3),
             "talkSeconds": "" if call.talk_seconds is None else round(call.talk_seconds, 3),
             "reason": call.reason,
             "from": call.from_,
             "to": call.to,
+            "userId": call.user_id,
+            "contactId": call.contact_id,
+            "recordingUri": call.recording_uri,
         }
         for call in calls
     ]

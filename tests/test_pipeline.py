@@ -274,3 +274,17 @@ def test_each_rollover_ran_its_clean_up_beside_its_report(day_run: ServiceRun) -
         "day.rolled_over:tenant-acme:2026-12-02", "day.rolled_over:tenant-globex:2026-12-02"]
     # The sample day is one day: nothing in it is older than 30 days.
     assert all(body["result"]["removedTotal"] == 0 for body in cleanups)
+
+
+def test_a_record_task_completion_carries_the_whole_call_summary(day_run: ServiceRun) -> None:
+    call_id = "4b018c9f-a7ec-c7ee-126e-90a3f3a71b00"
+    summaries = [c.body["result"] for c in day_run.read_completions()
+                 if c.routing_key == "task.succeeded.calls.record_event"
+                 and c.body["result"]["callId"] == call_id]
+    assert len(summaries) == 5  # one per event type; duplicates ran no second task
+    # Whichever record task merged last saw every event of the call.
+    [whole] = [summary for summary in summaries if len(summary["eventsSeen"]) == 5]
+    assert whole["tenantId"] == "tenant-acme" and whole["contactId"] == 11850
+    assert whole["ringSeconds"] == 6.401 and whole["talkSeconds"] > 0
+    assert whole["from"] == "sip:***4654@sip.tenant-acme.example"
+    assert whole["recordingUri"].endswith(f"/{call_id}.wav")
