@@ -202,9 +202,13 @@ def write_report(
 
 
 def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
-               barrier_seq: int | None) -> list[CallView]:
-    """Call records around `day` (a day's margin each side), as of the barrier."""
-    start = datetime.combine(day, datetime.min.time(), tz) - timedelta(days=1)
+               barrier_seq: int | None, *, days_before: int = 1) -> list[CallView]:
+    """Call records from `days_before` days before `day` to a day after it, as of the barrier.
+
+    The day after is a margin: a call is indexed by its start (else its end)
+    in absolute time, and is placed in a day only later, by its timezone.
+    """
+    start = datetime.combine(day, datetime.min.time(), tz) - timedelta(days=days_before)
     end = datetime.combine(day, datetime.min.time(), tz) + timedelta(days=2)
     call_ids = redis_client.zrangebyscore(calls_index_key(prefix), start.timestamp(),
                                           end.timestamp())
@@ -220,11 +224,14 @@ def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
 
 
 @shared_task(base=EventTask, name=DAILY_REPORT, bind=True)
-def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any],
+                 forecast: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the day's report for the tenant, or for each tenant and all together.
 
-    Each report is written as JSON, CSV and HTML. The result lists them; the
-    e-mail task chained after this one sends what it lists.
+    Each report is written as JSON, CSV and HTML. `forecast` is the result of
+    the forecast task chained before this one: its expected calls for
+    tomorrow go into the HTML. The result lists the reports; the e-mail task
+    chained after this one sends what it lists.
     """
     resources = worker_resources()
     barrier_seq = int(meta["seq"])
@@ -235,39 +242,59 @@ def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
     calls = load_calls(resources.redis, resources.settings.redis_prefix, day, tz, barrier_seq)
     written = write_day_reports(resources.settings.reports_dir, calls_of_day(calls, day, tz, None),
                                 day=day, timezone=event["timezone"],
-                                tenant=event.get("tenantId"))
+                                tenant=event.get("tenantId"),
+                                expected_tomorrow=expected_tomorrow(forecast))
     record_reports(resources.redis, resources.settings.redis_prefix, written, day=day,
                    timezone=event["timezone"], event_key=meta["eventKey"], seq=barrier_seq,
                    ttl_s=resources.settings.records_ttl_s)
     return {"date": day.isoformat(), "timezone": event["timezone"], "reports": written}
 
 
+def expected_tomorrow(forecast: dict[str, Any] | None) -> dict[str, list[float]]:
+    """Tenant -> tomorrow's expected calls per hour, from the forecast task's result.
+
+    The all-tenants summary expects the sum of what each tenant does.
+    """
+    expected = {model["tenantId"]: model["expectedTomorrow"]
+                for model in (forecast or {}).get("models", [])}
+    if expected:
+        expected[ALL_TENANTS] = [round(sum(hours), 3) for hours in zip(*expected.values(),
+                                                                        strict=True)]
+    return expected
+
+
 def write_day_reports(
     reports_dir: Path, calls: list[CallView], *, day: date, timezone: str, tenant: str | None,
+    expected_tomorrow: dict[str, list[float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Write the reports of a day: one tenant's, or each tenant's and the summary.
 
-    `calls` are the day's calls of every tenant. Returns, per report written,
-    its tenant, figures and file paths, in the order written.
+    `calls` are the day's calls of every tenant; `expected_tomorrow`, by
+    tenant, what the forecast expects per hour tomorrow. Returns, per report
+    written, its tenant, figures and file paths, in the order written.
     """
     tz = ZoneInfo(timezone)
+    forecasts = expected_tomorrow or {}
     tenants = [tenant] if tenant else sorted({call.tenant_id for call in calls})
     reports, written = [], []
     for name in tenants:
         own_calls = [call for call in calls if call.tenant_id == name]
         report = build_report(own_calls, tenant=name, day=day, timezone=timezone)
-        written.append(_write_one(reports_dir, report, own_calls, tz))
+        written.append(_write_one(reports_dir, report, own_calls, tz, forecasts.get(name)))
         reports.append(report)
     if tenant is None:
         summary = build_report(calls, tenant=ALL_TENANTS, day=day, timezone=timezone)
         summary["tenants"] = {report["tenantId"]: report["calls"] for report in reports}
-        written.append(_write_one(reports_dir, summary, calls, tz, tenant_reports=reports))
+        written.append(_write_one(reports_dir, summary, calls, tz, forecasts.get(ALL_TENANTS),
+                                  tenant_reports=reports))
     return written
 
 
 def _write_one(reports_dir: Path, report: dict[str, Any], calls: list[CallView], tz: ZoneInfo,
+               expected: list[float] | None,
                tenant_reports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    page = render_report_page(report, calls, tz, tenant_reports=tenant_reports or ())
+    page = render_report_page(report, calls, tz, tenant_reports=tenant_reports or (),
+                              expected_by_hour=expected)
     paths = write_report(reports_dir, report, csv_rows(calls, tz), page)
     log.info("daily report written", tenant=report["tenantId"], date=report["date"],
              calls=report["calls"], path=paths["html"])

@@ -16,6 +16,7 @@ RECORD_CALL_EVENT = "calls.record_event"
 DAILY_REPORT = "reports.daily_report"
 EMAIL_REPORT = "reports.email_report"
 RETENTION_CLEANUP = "maintenance.retention_cleanup"
+REFRESH_FORECAST = "forecast.refresh_model"
 
 Route = tuple[str | tuple[str, ...], ...]
 
@@ -25,7 +26,9 @@ ROUTES: dict[str, Route] = {
     "user.identified.for_call": (RECORD_CALL_EVENT,),
     "call.recording.available": (RECORD_CALL_EVENT,),
     "call.ended":               (RECORD_CALL_EVENT,),
-    "day.rolled_over":          ((DAILY_REPORT, EMAIL_REPORT), RETENTION_CLEANUP),
+    # The forecast first, so that the report shows tomorrow's expected calls.
+    "day.rolled_over":          ((REFRESH_FORECAST, DAILY_REPORT, EMAIL_REPORT),
+                                 RETENTION_CLEANUP),
 }
 
 # Task name -> queue role; the queue is named `<service name>.<role>`.
@@ -34,6 +37,7 @@ TASK_QUEUES: dict[str, str] = {
     DAILY_REPORT: "reports",
     EMAIL_REPORT: "reports",
     RETENTION_CLEANUP: "reports",
+    REFRESH_FORECAST: "reports",
 }
 
 

@@ -288,3 +288,19 @@ def test_a_record_task_completion_carries_the_whole_call_summary(day_run: Servic
     assert whole["ringSeconds"] == 6.401 and whole["talkSeconds"] > 0
     assert whole["from"] == "sip:***4654@sip.tenant-acme.example"
     assert whole["recordingUri"].endswith(f"/{call_id}.wav")
+
+
+def test_the_forecast_refit_put_tomorrows_expected_calls_into_each_report(
+    day_run: ServiceRun,
+) -> None:
+    refits = [c.body["result"] for c in day_run.read_completions()
+              if c.routing_key == "task.succeeded.forecast.refresh_model"]
+    models = {model["tenantId"]: model for result in refits for model in result["models"]}
+    assert sorted(models) == ["tenant-acme", "tenant-globex"]
+    for tenant, model in models.items():
+        report = json.loads((day_run.reports_dir / tenant / "2026-12-02.json").read_text())
+        # A single day of history: tomorrow is expected to be like it.
+        assert model["version"] == 1 and model["errorOnDay"] is None
+        assert model["expectedTomorrow"] == [float(n) for n in report["byHour"]]
+        page = (day_run.reports_dir / tenant / "2026-12-02.html").read_text()
+        assert 'id="forecast"' in page and f"About {report['calls']}.0 calls expected" in page
