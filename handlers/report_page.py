@@ -86,7 +86,7 @@ def render_report_page(
                for h in range(24)],
         talk_buckets=list(zip([label for _, label in TALK_BUCKETS], talk_counts, strict=True)),
         tenant_reports=list(tenant_reports),
-        expected_total=round(sum(expected_by_hour), 1) if expected_by_hour else None,
+        expected_total=round(sum(expected_by_hour)) if expected_by_hour else None,
         duration=format_duration,
     )
 

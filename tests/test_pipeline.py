@@ -303,4 +303,4 @@ def test_the_forecast_refit_put_tomorrows_expected_calls_into_each_report(
         assert model["version"] == 1 and model["errorOnDay"] is None
         assert model["expectedTomorrow"] == [float(n) for n in report["byHour"]]
         page = (day_run.reports_dir / tenant / "2026-12-02.html").read_text()
-        assert 'id="forecast"' in page and f"About {report['calls']}.0 calls expected" in page
+        assert 'id="forecast"' in page and f"About {report['calls']} calls expected" in page
