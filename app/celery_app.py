@@ -34,7 +34,8 @@ def create_celery_app(settings: Settings) -> Celery:
     """A Celery app wired to this service's queues and key space."""
     app = Celery("task_service", broker=settings.rabbitmq_url, backend=settings.redis_url,
                  include=["handlers.calls", "handlers.reports", "handlers.email_report",
-                          "handlers.cleanup", "handlers.forecast"])
+                          "handlers.cleanup", "handlers.forecast",
+                          "handlers.report_regeneration"])
     exchange = Exchange(task_exchange_name(settings), type="direct", durable=True)
     app.conf.update(
         task_serializer="json",

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # Call records, report index entries and task state older than this are
     # removed by the clean-up that follows each rollover.
     retention_days: int = Field(default=30, ge=1, le=3650)
+    # A late call event for a day already reported regenerates the report
+    # once no other late event has come for this long.
+    late_report_debounce_s: float = Field(default=60.0, ge=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -20,13 +20,14 @@ expiry is only a safety net behind it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import shared_task
 
 from app.event_task import EventTask, worker_resources
 from app.privacy import mask_phones_in, mask_sip_uri
+from handlers.late_events import schedule_if_late
 from handlers.routes import RECORD_CALL_EVENT
 
 _REMOVE_BATCH = 500
@@ -142,8 +143,9 @@ def remove_calls_before(client: redis.Redis, prefix: str, cutoff: datetime) -> i
     """
     removed = 0
     index = calls_index_key(prefix)
-    while call_ids := client.zrangebyscore(index, "-inf", f"({cutoff.timestamp()}",
-                                           start=0, num=_REMOVE_BATCH):
+    # The client returns bytes (decode_responses is off), whatever its stubs allow.
+    while call_ids := cast(list[bytes], client.zrangebyscore(
+            index, "-inf", f"({cutoff.timestamp()}", start=0, num=_REMOVE_BATCH)):
         pipe = client.pipeline(transaction=True)
         pipe.delete(*(call_key(prefix, call_id.decode()) for call_id in call_ids))
         pipe.zrem(index, *call_ids)
@@ -161,7 +163,11 @@ def calls_index_key(prefix: str) -> str:
 
 @shared_task(base=EventTask, name=RECORD_CALL_EVENT, bind=True)
 def record_event(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Merge one call event into its call record; return the call's summary."""
+    """Merge one call event into its call record; return the call's summary.
+
+    An event that came after its day was reported schedules the report's
+    regeneration (`handlers.late_events`); the summary then lists those days.
+    """
     resources = worker_resources()
     prefix = resources.settings.redis_prefix
     fields = record_fields(event, int(meta["seq"]))
@@ -172,4 +178,9 @@ def record_event(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
     merge = resources.redis.register_script(_MERGE)
     flat = merge(keys=[call_key(prefix, event["callId"]), calls_index_key(prefix)], args=argv)
     record = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-    return call_summary(record)
+
+    summary = call_summary(record)
+    late = schedule_if_late(self.app, resources.redis, prefix, record, meta,
+                            debounce_s=resources.settings.late_report_debounce_s,
+                            ttl_s=resources.settings.records_ttl_s)
+    return summary | ({"lateForReports": late} if late else {})

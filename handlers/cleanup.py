@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
@@ -53,7 +53,8 @@ def remove_task_state_before(client: redis.Redis, prefix: str, cutoff: datetime)
         name = raw.decode()
         if name.endswith(":history"):
             continue
-        state, updated_at, task_ids = client.hmget(name, "state", "updatedAt", "taskIds")
+        state, updated_at, task_ids = cast(list[bytes | None],
+                                           client.hmget(name, "state", "updatedAt", "taskIds"))
         if state is None or state.decode() not in FINAL_STATES or updated_at is None:
             continue
         if datetime.fromisoformat(updated_at.decode()) >= cutoff:

@@ -32,8 +32,8 @@ from celery import shared_task
 from app.errors import PermanentError, translate_smtp
 from app.event_task import EventTask, worker_resources
 from app.settings import Settings, redact_url
+from handlers.report_index import ALL_TENANTS
 from handlers.report_page import format_duration
-from handlers.reports import ALL_TENANTS
 from handlers.routes import EMAIL_REPORT
 
 log = structlog.get_logger(__name__)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
@@ -36,7 +36,8 @@ from celery import shared_task
 
 from app.event_task import EventTask, worker_resources
 from handlers.arrival import wait_for_earlier_events
-from handlers.reports import ALL_TENANTS, CallView, calls_of_day, load_calls
+from handlers.report_index import ALL_TENANTS
+from handlers.reports import CallView, calls_of_day, load_calls
 from handlers.routes import REFRESH_FORECAST
 
 log = structlog.get_logger(__name__)
@@ -108,10 +109,16 @@ class ModelStore:
         pipe.execute()
         return version
 
+    def fitted_through(self, tenant: str, day: date) -> dict[str, Any] | None:
+        """The latest model fitted through `day` itself, if one is kept."""
+        version = self.client.hget(self._key(tenant, "by_day"), day.isoformat())
+        raw = self.client.get(self._key(tenant, f"v{int(version)}")) if version else None
+        return json.loads(raw) if raw else None
+
     def fitted_before(self, tenant: str, day: date) -> dict[str, Any] | None:
         """The latest model fitted through a day before `day`, if one is kept."""
-        by_day = {d.decode(): int(v) for d, v in
-                  self.client.hgetall(self._key(tenant, "by_day")).items()}
+        raw_by_day = cast(dict[bytes, bytes], self.client.hgetall(self._key(tenant, "by_day")))
+        by_day = {d.decode(): int(v) for d, v in raw_by_day.items()}
         earlier = [d for d in by_day if d < day.isoformat()]
         if not earlier:
             return None

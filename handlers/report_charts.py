@@ -14,12 +14,15 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from typing import Any
 
 # The object-oriented API only: no pyplot, so no global figure state and no
 # GUI backend is ever chosen in a headless worker.
 from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from matplotlib.typing import RcKeyType
 
 ANSWERED_COLOUR = "#2e7d32"
 UNANSWERED_COLOUR = "#c62828"
@@ -30,7 +33,7 @@ _WIDTH_IN = 9.0
 # Nothing before `<svg`, and no xmlns attributes (each holds a URL).
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.size": 10,
@@ -78,7 +81,7 @@ def reasons_svg(by_reason: dict[str, int]) -> str:
         axes.barh([name for name, _ in ranked], [count for _, count in ranked],
                   color=NEUTRAL_COLOUR)
         axes.set_xlabel("calls")
-        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         return _render(figure)
 
 
@@ -102,7 +105,7 @@ def _hour_axis(axes: Axes) -> None:
 
 
 def _whole_numbers(axes: Axes) -> None:
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _render(figure: Figure) -> str:

@@ -10,12 +10,15 @@ entries by day; the files on disk are kept.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 _BATCH = 500
+# The tenant id of the all-tenants summary, as in a tenant-less rollover's event key.
+ALL_TENANTS = "*"
 
 
 def index_key(prefix: str) -> str:
@@ -40,10 +43,11 @@ def record_reports(
     pipe = client.pipeline(transaction=True)
     for entry in written:
         member = f"{entry['tenantId']}|{day.isoformat()}"
-        fields = {"tenantId": entry["tenantId"], "date": day.isoformat(), "timezone": timezone,
-                  "calls": entry["calls"], "eventKey": event_key, "seq": seq,
-                  "json": entry["json"], "csv": entry["csv"], "html": entry["html"],
-                  "indexedAt": datetime.now(UTC).isoformat(timespec="seconds")}
+        fields: dict[FieldT, EncodableT] = {
+            "tenantId": entry["tenantId"], "date": day.isoformat(), "timezone": timezone,
+            "calls": entry["calls"], "eventKey": event_key, "seq": seq,
+            "json": entry["json"], "csv": entry["csv"], "html": entry["html"],
+            "indexedAt": datetime.now(UTC).isoformat(timespec="seconds")}
         pipe.hset(entry_key(prefix, member), mapping=fields)
         pipe.expire(entry_key(prefix, member), ttl_s)
         pipe.zadd(index_key(prefix), {member: score})
@@ -54,8 +58,9 @@ def record_reports(
 def remove_reports_before(client: redis.Redis, prefix: str, cutoff: datetime) -> int:
     """Remove the index entries of days that started before `cutoff`; return how many."""
     removed = 0
-    while members := client.zrangebyscore(index_key(prefix), "-inf", f"({cutoff.timestamp()}",
-                                          start=0, num=_BATCH):
+    # The client returns bytes (decode_responses is off), whatever its stubs allow.
+    while members := cast(list[bytes], client.zrangebyscore(
+            index_key(prefix), "-inf", f"({cutoff.timestamp()}", start=0, num=_BATCH)):
         pipe = client.pipeline(transaction=True)
         pipe.delete(*(entry_key(prefix, member.decode()) for member in members))
         pipe.zrem(index_key(prefix), *members)

@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo
 import structlog
 from celery import shared_task
 
-from app.event_task import EventTask, worker_resources
+from app.event_task import EventTask, WorkerResources, worker_resources
 from handlers.arrival import wait_for_earlier_events
 from handlers.calls import call_key, calls_index_key, ring_and_talk_seconds
-from handlers.report_index import record_reports
+from handlers.report_index import ALL_TENANTS, record_reports
 from handlers.report_page import render_report_page
 from handlers.routes import DAILY_REPORT
 
@@ -40,9 +40,7 @@ log = structlog.get_logger(__name__)
 CSV_COLUMNS = ["callId", "tenantId", "startedAt", "answeredAt", "endedAt", "localHour",
                "answered", "ringSeconds", "talkSeconds", "reason", "from", "to", "userId",
                "contactId", "recordingUri"]
-# The tenant id of the all-tenants summary (as in the event key of a
-# tenant-less rollover), and the folder its files go to.
-ALL_TENANTS = "*"
+# The folder of the all-tenants summary's files.
 ALL_TENANTS_FOLDER = "_all"
 
 
@@ -234,19 +232,25 @@ def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any],
     chained after this one sends what it lists.
     """
     resources = worker_resources()
-    barrier_seq = int(meta["seq"])
     wait_for_earlier_events(resources, meta)
+    return report_day(resources, event, meta, forecast)
 
+
+def report_day(resources: WorkerResources, event: dict[str, Any], meta: dict[str, Any],
+               forecast: dict[str, Any] | None) -> dict[str, Any]:
+    """Write and index the reports of `event`'s day, as of the arrival seq in `meta`."""
+    settings = resources.settings
+    barrier_seq = int(meta["seq"])
     day = date.fromisoformat(event["date"])
     tz = ZoneInfo(event["timezone"])
-    calls = load_calls(resources.redis, resources.settings.redis_prefix, day, tz, barrier_seq)
-    written = write_day_reports(resources.settings.reports_dir, calls_of_day(calls, day, tz, None),
+    calls = load_calls(resources.redis, settings.redis_prefix, day, tz, barrier_seq)
+    written = write_day_reports(settings.reports_dir, calls_of_day(calls, day, tz, None),
                                 day=day, timezone=event["timezone"],
                                 tenant=event.get("tenantId"),
                                 expected_tomorrow=expected_tomorrow(forecast))
-    record_reports(resources.redis, resources.settings.redis_prefix, written, day=day,
+    record_reports(resources.redis, settings.redis_prefix, written, day=day,
                    timezone=event["timezone"], event_key=meta["eventKey"], seq=barrier_seq,
-                   ttl_s=resources.settings.records_ttl_s)
+                   ttl_s=settings.records_ttl_s)
     return {"date": day.isoformat(), "timezone": event["timezone"], "reports": written}
 
 

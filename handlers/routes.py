@@ -17,6 +17,9 @@ DAILY_REPORT = "reports.daily_report"
 EMAIL_REPORT = "reports.email_report"
 RETENTION_CLEANUP = "maintenance.retention_cleanup"
 REFRESH_FORECAST = "forecast.refresh_model"
+# Not routed from an event: a record task schedules it for a late call event
+# (handlers/late_events.py).
+REGENERATE_REPORT = "reports.regenerate_day"
 
 Route = tuple[str | tuple[str, ...], ...]
 
@@ -38,6 +41,7 @@ TASK_QUEUES: dict[str, str] = {
     EMAIL_REPORT: "reports",
     RETENTION_CLEANUP: "reports",
     REFRESH_FORECAST: "reports",
+    REGENERATE_REPORT: "reports",
 }
 
 
