@@ -39,7 +39,7 @@ from app.parked_queue import HEADER_REPLAYS
 from app.parking import park
 from app.settings import Settings, redact_url
 from app.state import AsyncStateStore, Claim, utc_now
-from app.task_messages import build_task_message, task_id_for
+from app.task_messages import PlannedTask, build_task_message, plan_tasks
 from app.turnstile import Turnstile
 from handlers.routes import ROUTES, TASK_QUEUES
 
@@ -246,12 +246,12 @@ class Bridge:
         assert self._state is not None  # set in start()
         bound = log.bind(event_key=event.key, routing_key=event.routing_key,
                          trace_id=event.trace_id)
-        task_names = ROUTES[event.event_type]
+        tasks_total = sum(len(chain) for chain in plan_tasks(event.event_type, event.key))
         await self._turnstile.wait_turn(ticket)
         claim = await self._claim_holding_turn(
             key=event.key, event_type=event.event_type, routing_key=event.routing_key,
             trace_id=event.trace_id, redelivered=bool(message.redelivered),
-            tasks_total=len(task_names), generation=_replays(message))
+            tasks_total=tasks_total, generation=_replays(message))
         await self._turnstile.pass_turn(ticket)
         if not claim.is_new:
             bound.info(f"{claim.outcome} event acknowledged", existing_state=claim.existing_state)
@@ -260,10 +260,11 @@ class Bridge:
 
         meta = {"eventKey": event.key, "eventType": event.event_type,
                 "routingKey": event.routing_key, "traceId": event.trace_id, "seq": claim.seq}
-        task_ids = [task_id_for(event.key, name, claim.generation) for name in task_names]
+        chains = plan_tasks(event.event_type, event.key, claim.generation)
+        task_ids = [task.task_id for chain in chains for task in chain]
         sent_at = utc_now()
-        await asyncio.gather(*(self._publish_task(name, task_id, event, meta)
-                               for name, task_id in zip(task_names, task_ids, strict=True)))
+        # One message per chain: the tasks chained after its first travel in it.
+        await asyncio.gather(*(self._publish_task(chain, event, meta) for chain in chains))
         await self._state.mark_queued(event.key, task_ids, sent_at)
         await message.ack()
         self.processed += 1
@@ -287,13 +288,15 @@ class Bridge:
                             error=str(exc))
                 await asyncio.sleep(TRANSIENT_NACK_DELAY_S)
 
-    async def _publish_task(self, task_name: str, task_id: str, event: InboundEvent,
+    async def _publish_task(self, chain: list[PlannedTask], event: InboundEvent,
                             meta: dict[str, Any]) -> None:
         assert self._task_exchange is not None  # set in start()
-        message = build_task_message(self.celery_app, task_name=task_name, task_id=task_id,
+        first = chain[0]
+        message = build_task_message(self.celery_app, task_name=first.name,
+                                     task_id=first.task_id,
                                      kwargs={"event": event.payload, "meta": meta},
-                                     event_key=event.key)
-        queue = self.settings.queue_name(TASK_QUEUES[task_name])
+                                     event_key=event.key, then=chain[1:])
+        queue = self.settings.queue_name(TASK_QUEUES[first.name])
         try:
             await self._task_exchange.publish(message, routing_key=queue, mandatory=True,
                                               timeout=self.settings.publish_timeout_s)

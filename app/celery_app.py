@@ -33,7 +33,9 @@ def task_queue_names(settings: Settings) -> list[str]:
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app wired to this service's queues and key space."""
     app = Celery("task_service", broker=settings.rabbitmq_url, backend=settings.redis_url,
-                 include=["handlers.calls", "handlers.reports"])
+                 include=["handlers.calls", "handlers.reports", "handlers.email_report",
+                          "handlers.cleanup", "handlers.forecast",
+                          "handlers.report_regeneration"])
     exchange = Exchange(task_exchange_name(settings), type="direct", durable=True)
     app.conf.update(
         task_serializer="json",

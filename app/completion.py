@@ -8,9 +8,18 @@ is returned by the broker, counted as unroutable, never reported delivered.
 from __future__ import annotations
 
 import json
+import uuid
 
 from app.publisher import ConfirmedPublisher
 from schemas.completion import CompletionEvent
+
+_COMPLETION_NAMESPACE = uuid.UUID("3c1d0b9a-7f1e-4e55-8a6b-0d2f9e4c1a77")
+
+
+def completion_event_id(task_id: str, event_type: str) -> str:
+    """The same for every run of the same task: a completion event repeated
+    after a crash carries the id of the first, so listeners can drop it."""
+    return str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{task_id}:{event_type}"))
 
 
 class CompletionPublisher:

@@ -6,14 +6,16 @@
 - `ConfigError`: a setting is wrong; stop at start-up with one line.
 
 Errors of aio-pika, aiormq, redis and kombu are translated in `translate()`,
-the one place where they enter our code.
+the one place where they enter our code; smtplib's in `translate_smtp()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import smtplib
 import socket
+import ssl
 
 import aiormq.exceptions
 import amqp.exceptions
@@ -56,6 +58,18 @@ class StateUnavailable(TransientError):
 
 class PermanentError(TaskServiceError):
     """The work cannot succeed however often it is tried."""
+
+
+class MailUnavailable(TransientError):
+    """The SMTP server cannot be reached, or said to try again later (4xx)."""
+
+
+class MailRejected(PermanentError):
+    """The SMTP server refused for good (5xx), or its TLS certificate is not trusted."""
+
+
+class UpstreamFailed(PermanentError):
+    """A chained task that never ran, because a task before it failed."""
 
 
 class BrokerRefused(TaskServiceError):
@@ -109,6 +123,36 @@ def translate(exc: BaseException) -> BaseException:
         return BrokerUnavailable(f"RabbitMQ unavailable: {type(exc).__name__}: {_first_line(exc)}")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return TransientError("timed out")
+    return exc
+
+
+def translate_smtp(exc: BaseException) -> BaseException:
+    """Map an smtplib or socket error met while sending mail to ours.
+
+    SMTP's own rule decides: a 5xx reply is final; a 4xx reply, or no
+    connection at all, is worth another attempt. Called where smtplib is used, before
+    `translate()` could take a refused connection for RabbitMQ's.
+    """
+    if isinstance(exc, TaskServiceError):
+        return exc
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        kind = MailRejected if all(500 <= code < 600 for code in codes) else MailUnavailable
+        return kind(f"SMTP refused every recipient: {sorted(set(codes))}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        reply = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) \
+            else str(exc.smtp_error)
+        kind = MailRejected if 500 <= exc.smtp_code < 600 else MailUnavailable
+        return kind(f"SMTP {exc.smtp_code}: {_first_line(Exception(reply))}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return MailRejected(f"SMTP server's certificate not trusted: {_first_line(exc)}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return MailUnavailable(f"SMTP unavailable: {type(exc).__name__}: {_first_line(exc)}")
+    # Checked before OSError, which every smtplib error is.
+    if isinstance(exc, smtplib.SMTPException):
+        return MailRejected(f"SMTP: {type(exc).__name__}: {_first_line(exc)}")
+    if isinstance(exc, OSError):  # refused, unreachable, timed out, reset
+        return MailUnavailable(f"SMTP unavailable: {type(exc).__name__}: {_first_line(exc)}")
     return exc
 
 

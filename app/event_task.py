@@ -9,8 +9,14 @@ A handler task only does its work. Around it, this class:
   back-off with jitter, counting attempts itself;
 - publishes the completion event when the task succeeds or finally fails.
 
-Tasks are called as `task(event, meta)`: `event` is the validated event in
-camelCase, `meta` holds eventKey, eventType, routingKey, traceId and seq.
+Tasks are called as `task(event=..., meta=...)`: `event` is the validated
+event in camelCase, `meta` holds eventKey, eventType, routingKey, traceId and
+seq. A task chained after another (handlers/routes.py) is also given the
+result of the one before it, positionally, as Celery's chains do; its
+function takes it as a third argument: `run(event, meta, upstream_result)`.
+When a task fails for good, the tasks chained after it never run; they are
+recorded as failed (`app.chains`), so that the event still reaches a final
+state.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import json
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,7 +34,8 @@ import celery
 import redis
 import structlog
 
-from app.completion import CompletionPublisher
+from app.chains import abandon_rest_of_chain
+from app.completion import CompletionPublisher, completion_event_id
 from app.errors import (
     PermanentError,
     TaskServiceError,
@@ -46,7 +52,6 @@ from schemas.completion import CompletionEvent, TaskError
 
 log = structlog.get_logger(__name__)
 
-_COMPLETION_NAMESPACE = uuid.UUID("3c1d0b9a-7f1e-4e55-8a6b-0d2f9e4c1a77")
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 
@@ -113,7 +118,7 @@ class EventTask(celery.Task):
     # deferrals (NotReady) are not attempts, so Celery's own cap is off.
     max_retries = None
 
-    def __call__(self, event: dict[str, Any], meta: dict[str, Any]) -> Any:
+    def __call__(self, *upstream: Any, event: dict[str, Any], meta: dict[str, Any]) -> Any:
         resources = worker_resources()
         key = meta["eventKey"]
         attempt = self.request.retries + 1 - int(meta.get("deferrals", 0))
@@ -139,7 +144,7 @@ class EventTask(celery.Task):
         started = time.monotonic()
         try:
             fail_if_marked(resources.faults, "worker_transient_on", body)
-            result = self.run(event, meta)
+            result = self.run(event, meta, *upstream)
         except NotReady as exc:
             bound.info("task not ready, deferring", reason=str(exc))
             with contextlib.suppress(TransientError):
@@ -221,9 +226,7 @@ class EventTask(celery.Task):
             "task.succeeded" if succeeded else "task.failed")
         completion = CompletionEvent(
             event_type=outcome,
-            # The same for every run of the same task: a completion event
-            # repeated after a crash carries the id of the first.
-            event_id=str(uuid.uuid5(_COMPLETION_NAMESPACE, f"{self.request.id}:{outcome}")),
+            event_id=completion_event_id(self.request.id, outcome),
             timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             trace_id=meta.get("traceId"),
             task_id=self.request.id,
@@ -256,3 +259,5 @@ class EventTask(celery.Task):
         else:
             bound.error("task failed", error=str(error), duration_ms=round(duration_ms, 1),
                         event_state=state)
+            if self.request.chain:
+                abandon_rest_of_chain(resources, self.request.chain, meta, failed_task=self.name)

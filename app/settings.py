@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,100}$")
+_ADDRESS = re.compile(r"^[^@\s,;=<>]+@[^@\s,;=<>]+$")
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,17 @@ class Settings(BaseSettings):
     # Testing aid, off in production: `bridge_exit_on=TEXT,worker_exit_on=TEXT`
     # makes the process exit at once on a message containing TEXT.
     fault_injection: str = ""
+    # E-mail of reports: no SMTP_URL, no e-mail (the task says so and succeeds).
+    smtp_url: str = ""
+    smtp_from: str = Field(default="task-service@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    report_recipients: str = ""
+    # Call records, report index entries and task state older than this are
+    # removed by the clean-up that follows each rollover.
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    # A late call event for a day already reported regenerates the report
+    # once no other late event has come for this long.
+    late_report_debounce_s: float = Field(default=60.0, ge=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -59,6 +71,19 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, url: str) -> str:
         return _check_scheme(url, ("redis", "rediss", "unix"))
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, url: str) -> str:
+        if url and not urlsplit(url).hostname:
+            raise ValueError("needs a host, as in smtp://mail.example:25")
+        return _check_scheme(url, ("smtp", "smtps")) if url else url
+
+    @field_validator("report_recipients")
+    @classmethod
+    def _recipients(cls, text: str) -> str:
+        parse_recipients(text)
+        return text
 
     @field_validator("events_exchange", "service_name")
     @classmethod
@@ -74,6 +99,37 @@ class Settings(BaseSettings):
     def queue_name(self, role: str) -> str:
         """The name of one of our queues, e.g. `task-service.inbox`."""
         return f"{self.service_name}.{role}"
+
+    @property
+    def records_ttl_s(self) -> int:
+        """Expiry of call records and report index entries.
+
+        A safety net only: the clean-up after each rollover removes them once
+        they are RETENTION_DAYS old, so the expiry leaves it two days more.
+        """
+        return max(self.state_ttl_s, (self.retention_days + 2) * 24 * 3600)
+
+    @property
+    def recipients(self) -> dict[str, tuple[str, ...]]:
+        """REPORT_RECIPIENTS as tenant -> addresses; `*` is everyone else's."""
+        return parse_recipients(self.report_recipients)
+
+
+def parse_recipients(text: str) -> dict[str, tuple[str, ...]]:
+    """`tenant-acme=a@x,b@x;*=ops@y` -> {"tenant-acme": ("a@x", "b@x"), "*": ("ops@y",)}.
+
+    Raises ValueError, naming the bad part, when it is not of that form.
+    """
+    recipients: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (part.strip() for part in text.split(";"))):
+        tenant, equals, addresses = part.partition("=")
+        listed = tuple(filter(None, (address.strip() for address in addresses.split(","))))
+        if not equals or not tenant.strip() or not listed:
+            raise ValueError(f"{part!r} is not tenant=address,address")
+        if bad := [address for address in listed if not _ADDRESS.match(address)]:
+            raise ValueError(f"{bad[0]!r} is not an e-mail address")
+        recipients[tenant.strip()] = listed
+    return recipients
 
 
 def _check_scheme(url: str, schemes: tuple[str, ...]) -> str:

@@ -5,16 +5,24 @@ The bridge must not block its event loop, and `apply_async` is blocking
 properties, body: the exact protocol-2 format a worker expects) and the
 bridge publishes it asynchronously with confirms. `bench/bridge_publish.py`
 measures this against `apply_async` offloaded to a thread.
+
+A chain (handlers/routes.py) travels inside the message of its first task,
+in the protocol's own `chain` field: when a task succeeds, the worker
+publishes the next one with the task id planned for it here.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from celery import Celery
 from kombu.serialization import dumps
+
+from handlers.routes import chains_of
 
 # Task ids are derived from (event key, task name): the same event produces
 # the same task ids however often it is delivered, so a repeat is visible
@@ -29,16 +37,55 @@ def task_id_for(event_key: str, task_name: str, generation: int = 0) -> str:
     return str(uuid.uuid5(_TASK_ID_NAMESPACE, name))
 
 
+@dataclass(frozen=True)
+class PlannedTask:
+    """One task an event becomes: its name and its deterministic id."""
+
+    name: str
+    task_id: str
+
+
+def plan_tasks(event_type: str, event_key: str, generation: int = 0) -> list[list[PlannedTask]]:
+    """The chains of tasks an event becomes (a lone task is a chain of one)."""
+    return [[PlannedTask(name, task_id_for(event_key, name, generation)) for name in chain]
+            for chain in chains_of(event_type)]
+
+
+def _kwargs_repr(event_key: str) -> str:
+    # What Flower shows for the task: the event key, never the payload
+    # (which holds phone numbers).
+    return f"{{'eventKey': {event_key!r}}}"
+
+
+def chained_signature(task: PlannedTask, kwargs: dict[str, Any], event_key: str) -> dict[str, Any]:
+    """A chained task as the protocol carries it: a signature, as a dict.
+
+    Not immutable: the worker calls it as `name(previous result, **kwargs)`.
+    """
+    return {
+        "task": task.name, "args": [], "kwargs": kwargs, "immutable": False,
+        "subtask_type": None,
+        "options": {"task_id": task.task_id, "kwargsrepr": _kwargs_repr(event_key),
+                    "argsrepr": "(<result of the previous task>,)"},
+    }
+
+
 def build_task_message(
     celery_app: Celery, *, task_name: str, task_id: str, kwargs: dict[str, Any], event_key: str,
+    then: Sequence[PlannedTask] = (),
 ) -> aio_pika.Message:
-    """An aio-pika message that a Celery worker runs as `task_name(**kwargs)`."""
+    """An aio-pika message that a Celery worker runs as `task_name(**kwargs)`.
+
+    `then` are the tasks chained after it, in the order they run; each gets
+    the same kwargs.
+    """
+    # The protocol keeps a chain in reverse: the worker pops the next task
+    # from the end.
+    chain = [chained_signature(task, kwargs, event_key) for task in reversed(then)]
     message = celery_app.amqp.as_task_v2(
         task_id, task_name, args=(), kwargs=kwargs,
-        # What Flower shows for the task: the event key, never the payload
-        # (which holds phone numbers).
-        argsrepr="()", kwargsrepr=f"{{'eventKey': {event_key!r}}}",
-        origin="task-service-bridge",
+        argsrepr="()", kwargsrepr=_kwargs_repr(event_key),
+        origin="task-service-bridge", chain=chain or None,
     )
     content_type, content_encoding, body = dumps(message.body, serializer="json")
     return aio_pika.Message(

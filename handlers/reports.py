@@ -4,6 +4,12 @@ The report counts the events that arrived before the rollover: the task
 first waits (bounded by REPORT_WAIT_S) until every event with a lower arrival
 seq has finished, then reads the call records and ignores any field written
 by an event that arrived after the rollover.
+
+Each report is written as `<tenant>/<date>.json`, `.csv` (one row per call)
+and `.html` (the page of `handlers.report_page`). A rollover without a tenant
+writes one report per tenant seen that day plus the all-tenants summary
+(`_all/<date>.*`, tenant id `*`). Writing is idempotent: the same rollover,
+processed again, writes the same files (only `generatedAt` changes).
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import io
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,17 +28,20 @@ from zoneinfo import ZoneInfo
 import structlog
 from celery import shared_task
 
-from app.event_task import EventTask, NotReady, worker_resources
-from handlers.calls import call_key, calls_index_key
+from app.event_task import EventTask, WorkerResources, worker_resources
+from handlers.arrival import wait_for_earlier_events
+from handlers.calls import call_key, calls_index_key, ring_and_talk_seconds
+from handlers.report_index import ALL_TENANTS, record_reports
+from handlers.report_page import render_report_page
 from handlers.routes import DAILY_REPORT
 
 log = structlog.get_logger(__name__)
 
 CSV_COLUMNS = ["callId", "tenantId", "startedAt", "answeredAt", "endedAt", "localHour",
-               "answered", "talkSeconds", "reason", "from", "to"]
-# While earlier events are unfinished the report task is deferred, not
-# blocked: a worker process that sleeps here is one fewer running them.
-DEFER_S = 1.0
+               "answered", "ringSeconds", "talkSeconds", "reason", "from", "to", "userId",
+               "contactId", "recordingUri"]
+# The folder of the all-tenants summary's files.
+ALL_TENANTS_FOLDER = "_all"
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,28 @@ class CallView:
     reason: str
     from_: str
     to: str
+    user_id: str = ""
+    contact_id: str = ""
+    recording_uri: str = ""
 
     @property
     def talk_seconds(self) -> float | None:
-        if self.answered is None or self.ended is None:
-            return None
-        return max((self.ended - self.answered).total_seconds(), 0.0)
+        return self._spans()[1]
+
+    @property
+    def ring_seconds(self) -> float | None:
+        return self._spans()[0]
+
+    @property
+    def anchor(self) -> datetime:
+        """The time that places the call in a day and an hour: start, else end."""
+        anchor = self.started or self.ended
+        if anchor is None:
+            raise ValueError(f"call {self.call_id} has neither started nor ended")
+        return anchor
+
+    def _spans(self) -> tuple[float | None, float | None]:
+        return ring_and_talk_seconds(self.started, self.answered, self.ended)
 
 
 def call_view(record: dict[str, str], barrier_seq: int | None) -> CallView:
@@ -77,6 +101,9 @@ def call_view(record: dict[str, str], barrier_seq: int | None) -> CallView:
         reason=record.get("reason", "unknown") if arrived("ended") else "unknown",
         from_=record.get("from", "") if arrived("started") else "",
         to=record.get("to", "") if arrived("started") else "",
+        user_id=record.get("userId", "") if arrived("identified") else "",
+        contact_id=record.get("contactId", "") if arrived("identified") else "",
+        recording_uri=record.get("recordingUri", "") if arrived("recording") else "",
     )
 
 
@@ -88,10 +115,9 @@ def calls_of_day(
     for call in calls:
         if call.ended is None or (tenant is not None and call.tenant_id != tenant):
             continue
-        anchor = call.started or call.ended
-        if anchor.astimezone(tz).date() == day:
+        if call.anchor.astimezone(tz).date() == day:
             chosen.append(call)
-    return sorted(chosen, key=lambda call: ((call.started or call.ended), call.call_id))
+    return sorted(chosen, key=lambda call: (call.anchor, call.call_id))
 
 
 def build_report(calls: list[CallView], *, tenant: str, day: date, timezone: str) -> dict[str, Any]:
@@ -102,7 +128,7 @@ def build_report(calls: list[CallView], *, tenant: str, day: date, timezone: str
     by_hour = [0] * 24
     for call in calls:
         by_reason[call.reason] = by_reason.get(call.reason, 0) + 1
-        by_hour[(call.started or call.ended).astimezone(tz).hour] += 1  # type: ignore[union-attr]
+        by_hour[call.anchor.astimezone(tz).hour] += 1
     answered = sum(1 for call in calls if call.answered is not None)
     return {
         "tenantId": tenant,
@@ -128,21 +154,27 @@ def csv_rows(calls: list[CallView], tz: ZoneInfo) -> list[dict[str, Any]]:
             "startedAt": call.started.isoformat() if call.started else "",
             "answeredAt": call.answered.isoformat() if call.answered else "",
             "endedAt": call.ended.isoformat() if call.ended else "",
-            "localHour": (call.started or call.ended).astimezone(tz).hour,  # type: ignore[union-attr]
+            "localHour": call.anchor.astimezone(tz).hour,
             "answered": "yes" if call.answered else "no",
+            "ringSeconds": "" if call.ring_seconds is None else round(call.ring_seconds, 3),
             "talkSeconds": "" if call.talk_seconds is None else round(call.talk_seconds, 3),
             "reason": call.reason,
             "from": call.from_,
             "to": call.to,
+            "userId": call.user_id,
+            "contactId": call.contact_id,
+            "recordingUri": call.recording_uri,
         }
         for call in calls
     ]
 
 
-def report_paths(reports_dir: Path, tenant: str, day: date) -> tuple[Path, Path]:
-    safe_tenant = re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
-    folder = reports_dir / safe_tenant
-    return folder / f"{day.isoformat()}.json", folder / f"{day.isoformat()}.csv"
+def report_paths(reports_dir: Path, tenant: str, day: date) -> dict[str, Path]:
+    """Where one report's files go: `<reports dir>/<tenant>/<date>.{json,csv,html}`."""
+    folder_name = ALL_TENANTS_FOLDER if tenant == ALL_TENANTS else \
+        re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
+    stem = reports_dir / folder_name / day.isoformat()
+    return {kind: stem.with_suffix(f".{kind}") for kind in ("json", "csv", "html")}
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -153,23 +185,28 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def write_report(
-    reports_dir: Path, report: dict[str, Any], rows: list[dict[str, Any]]
+    reports_dir: Path, report: dict[str, Any], rows: list[dict[str, Any]], page: str
 ) -> dict[str, str]:
-    day = date.fromisoformat(report["date"])
-    json_path, csv_path = report_paths(reports_dir, report["tenantId"], day)
+    """Write the JSON, CSV and HTML of one report; return their paths."""
+    paths = report_paths(reports_dir, report["tenantId"], date.fromisoformat(report["date"]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomically(json_path, json.dumps(report, indent=2) + "\n")
-    _write_atomically(csv_path, buffer.getvalue())
-    return {"json": str(json_path), "csv": str(csv_path)}
+    _write_atomically(paths["json"], json.dumps(report, indent=2) + "\n")
+    _write_atomically(paths["csv"], buffer.getvalue())
+    _write_atomically(paths["html"], page)
+    return {kind: str(path) for kind, path in paths.items()}
 
 
 def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
-               barrier_seq: int | None) -> list[CallView]:
-    """Call records around `day` (a day's margin each side), as of the barrier."""
-    start = datetime.combine(day, datetime.min.time(), tz) - timedelta(days=1)
+               barrier_seq: int | None, *, days_before: int = 1) -> list[CallView]:
+    """Call records from `days_before` days before `day` to a day after it, as of the barrier.
+
+    The day after is a margin: a call is indexed by its start (else its end)
+    in absolute time, and is placed in a day only later, by its timezone.
+    """
+    start = datetime.combine(day, datetime.min.time(), tz) - timedelta(days=days_before)
     end = datetime.combine(day, datetime.min.time(), tz) + timedelta(days=2)
     call_ids = redis_client.zrangebyscore(calls_index_key(prefix), start.timestamp(),
                                           end.timestamp())
@@ -185,39 +222,85 @@ def load_calls(redis_client: Any, prefix: str, day: date, tz: ZoneInfo,
 
 
 @shared_task(base=EventTask, name=DAILY_REPORT, bind=True)
-def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write the day's report (JSON and CSV) for the tenant, or for every tenant."""
-    resources = worker_resources()
-    barrier_seq = int(meta["seq"])
-    _wait_for_earlier_events(resources, meta, barrier_seq)
+def daily_report(self: EventTask, event: dict[str, Any], meta: dict[str, Any],
+                 forecast: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the day's report for the tenant, or for each tenant and all together.
 
+    Each report is written as JSON, CSV and HTML. `forecast` is the result of
+    the forecast task chained before this one: its expected calls for
+    tomorrow go into the HTML. The result lists the reports; the e-mail task
+    chained after this one sends what it lists.
+    """
+    resources = worker_resources()
+    wait_for_earlier_events(resources, meta)
+    return report_day(resources, event, meta, forecast)
+
+
+def report_day(resources: WorkerResources, event: dict[str, Any], meta: dict[str, Any],
+               forecast: dict[str, Any] | None) -> dict[str, Any]:
+    """Write and index the reports of `event`'s day, as of the arrival seq in `meta`."""
+    settings = resources.settings
+    barrier_seq = int(meta["seq"])
     day = date.fromisoformat(event["date"])
     tz = ZoneInfo(event["timezone"])
-    tenant = event.get("tenantId")
-    calls = load_calls(resources.redis, resources.settings.redis_prefix, day, tz, barrier_seq)
-    tenants = [tenant] if tenant else sorted({call.tenant_id for call in
-                                              calls_of_day(calls, day, tz, None)})
-    written = []
-    for name in tenants:
-        todays = calls_of_day(calls, day, tz, name)
-        report = build_report(todays, tenant=name, day=day, timezone=event["timezone"])
-        paths = write_report(resources.settings.reports_dir, report, csv_rows(todays, tz))
-        log.info("daily report written", tenant=name, date=day.isoformat(),
-                 calls=report["calls"], path=paths["json"])
-        written.append({"tenantId": name, "calls": report["calls"],
-                        "answered": report["answered"], **paths})
+    calls = load_calls(resources.redis, settings.redis_prefix, day, tz, barrier_seq)
+    written = write_day_reports(settings.reports_dir, calls_of_day(calls, day, tz, None),
+                                day=day, timezone=event["timezone"],
+                                tenant=event.get("tenantId"),
+                                expected_tomorrow=expected_tomorrow(forecast))
+    record_reports(resources.redis, settings.redis_prefix, written, day=day,
+                   timezone=event["timezone"], event_key=meta["eventKey"], seq=barrier_seq,
+                   ttl_s=settings.records_ttl_s)
     return {"date": day.isoformat(), "timezone": event["timezone"], "reports": written}
 
 
-def _wait_for_earlier_events(resources: Any, meta: dict[str, Any], barrier_seq: int) -> None:
-    """Return if every earlier event has finished or the wait is over; else defer."""
-    wait_s = resources.settings.report_wait_s
-    wait_until = float(meta.setdefault("waitUntil", time.time() + wait_s))
-    pending = resources.state.unfinished_before(barrier_seq)
-    if pending == 0:
-        return
-    if time.time() >= wait_until:
-        log.warning("report written while earlier events are still unfinished",
-                    pending=pending, event_key=meta["eventKey"])
-        return
-    raise NotReady(f"{pending} earlier events unfinished", countdown_s=DEFER_S)
+def expected_tomorrow(forecast: dict[str, Any] | None) -> dict[str, list[float]]:
+    """Tenant -> tomorrow's expected calls per hour, from the forecast task's result.
+
+    The all-tenants summary expects the sum of what each tenant does.
+    """
+    expected = {model["tenantId"]: model["expectedTomorrow"]
+                for model in (forecast or {}).get("models", [])}
+    if expected:
+        expected[ALL_TENANTS] = [round(sum(hours), 3) for hours in zip(*expected.values(),
+                                                                        strict=True)]
+    return expected
+
+
+def write_day_reports(
+    reports_dir: Path, calls: list[CallView], *, day: date, timezone: str, tenant: str | None,
+    expected_tomorrow: dict[str, list[float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Write the reports of a day: one tenant's, or each tenant's and the summary.
+
+    `calls` are the day's calls of every tenant; `expected_tomorrow`, by
+    tenant, what the forecast expects per hour tomorrow. Returns, per report
+    written, its tenant, figures and file paths, in the order written.
+    """
+    tz = ZoneInfo(timezone)
+    forecasts = expected_tomorrow or {}
+    tenants = [tenant] if tenant else sorted({call.tenant_id for call in calls})
+    reports, written = [], []
+    for name in tenants:
+        own_calls = [call for call in calls if call.tenant_id == name]
+        report = build_report(own_calls, tenant=name, day=day, timezone=timezone)
+        written.append(_write_one(reports_dir, report, own_calls, tz, forecasts.get(name)))
+        reports.append(report)
+    if tenant is None:
+        summary = build_report(calls, tenant=ALL_TENANTS, day=day, timezone=timezone)
+        summary["tenants"] = {report["tenantId"]: report["calls"] for report in reports}
+        written.append(_write_one(reports_dir, summary, calls, tz, forecasts.get(ALL_TENANTS),
+                                  tenant_reports=reports))
+    return written
+
+
+def _write_one(reports_dir: Path, report: dict[str, Any], calls: list[CallView], tz: ZoneInfo,
+               expected: list[float] | None,
+               tenant_reports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    page = render_report_page(report, calls, tz, tenant_reports=tenant_reports or (),
+                              expected_by_hour=expected)
+    paths = write_report(reports_dir, report, csv_rows(calls, tz), page)
+    log.info("daily report written", tenant=report["tenantId"], date=report["date"],
+             calls=report["calls"], path=paths["html"])
+    return {"tenantId": report["tenantId"], "calls": report["calls"],
+            "answered": report["answered"], **paths}

@@ -21,6 +21,8 @@ import pytest
 from app.pytest_plugin import ServiceFactory
 from app.testing import ServiceRun
 from tests.conftest import RECORDINGS
+from tests.offline_html import network_loads
+from tests.smtp_server import LocalSmtpServer
 
 DAY = RECORDINGS / "platform-day.jsonl"
 
@@ -103,9 +105,20 @@ def _valid_event_count(lines: list[dict[str, Any]]) -> int:
 
 
 @pytest.fixture(scope="module")
-def day_run(task_service_factory: ServiceFactory) -> Iterator[ServiceRun]:
-    """One service that has processed the whole sample day (the plugin's factory)."""
-    with task_service_factory() as run:
+def smtp() -> Iterator[LocalSmtpServer]:
+    server = LocalSmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def day_run(task_service_factory: ServiceFactory,
+            smtp: LocalSmtpServer) -> Iterator[ServiceRun]:
+    """One service that has processed the whole sample day, e-mailing its reports."""
+    env = {"SMTP_URL": smtp.url, "REPORT_RECIPIENTS": "*=reports@platform.example"}
+    with task_service_factory(env=env) as run:
         run.replay(DAY)
         run.settle(timeout_s=240)
         lines = [json.loads(text) for text in DAY.read_text().splitlines()]
@@ -203,3 +216,82 @@ def test_logs_never_show_a_full_phone_number(day_run: ServiceRun) -> None:
 def test_service_stops_cleanly_on_sigterm(task_service: ServiceRun) -> None:
     assert task_service.stop() == 0
     assert "service stopped" in task_service.log_text()
+
+
+def test_html_reports_inline_their_chart_and_load_nothing_from_the_network(
+    day_run: ServiceRun,
+) -> None:
+    for tenant in ("tenant-acme", "tenant-globex"):
+        page = (day_run.reports_dir / tenant / "2026-12-02.html").read_text()
+        report = json.loads((day_run.reports_dir / tenant / "2026-12-02.json").read_text())
+        assert '<svg' in page and 'id="calls-per-hour"' in page
+        assert f">{report['calls']}<" in page and tenant in page
+        assert network_loads(page) == []
+
+
+def test_no_report_file_contains_a_full_phone_number(
+    day_run: ServiceRun, day_lines: list[dict[str, Any]]
+) -> None:
+    numbers = {re.sub(r"\D", "", line["body"][side]) for line in day_lines
+               for side in ("from", "to") if isinstance(line["body"].get(side), str)}
+    assert len(numbers) > 100
+    files = [path for path in day_run.reports_dir.rglob("*") if path.is_file()]
+    assert len(files) >= 6
+    for path in files:
+        text = path.read_text()
+        assert not [number for number in numbers if number in text], path
+
+
+def test_the_smtp_server_received_one_email_per_tenant_with_both_files(
+    day_run: ServiceRun, smtp: LocalSmtpServer
+) -> None:
+    mails = sorted(smtp.received, key=lambda mail: mail.message["Subject"])
+    assert [mail.message["Subject"] for mail in mails] == [
+        "Daily call report: tenant-acme, 2026-12-02",
+        "Daily call report: tenant-globex, 2026-12-02"]
+    for mail, tenant in zip(mails, ("tenant-acme", "tenant-globex"), strict=True):
+        assert mail.rcpt_tos == ["reports@platform.example"]
+        files = mail.attachments
+        assert sorted(files) == [f"{tenant}-2026-12-02.csv", f"{tenant}-2026-12-02.html"]
+        on_disk = day_run.reports_dir / tenant / "2026-12-02"
+        assert files[f"{tenant}-2026-12-02.csv"] == on_disk.with_suffix(".csv").read_bytes()
+        assert files[f"{tenant}-2026-12-02.html"] == on_disk.with_suffix(".html").read_bytes()
+
+
+def test_each_rollover_ran_its_clean_up_beside_its_report(day_run: ServiceRun) -> None:
+    cleanups = [c.body for c in day_run.read_completions()
+                if c.routing_key == "task.succeeded.maintenance.retention_cleanup"]
+    assert sorted(body["sourceEventKey"] for body in cleanups) == [
+        "day.rolled_over:tenant-acme:2026-12-02", "day.rolled_over:tenant-globex:2026-12-02"]
+    # The sample day is one day: nothing in it is older than 30 days.
+    assert all(body["result"]["removedTotal"] == 0 for body in cleanups)
+
+
+def test_a_record_task_completion_carries_the_whole_call_summary(day_run: ServiceRun) -> None:
+    call_id = "4b018c9f-a7ec-c7ee-126e-90a3f3a71b00"
+    summaries = [c.body["result"] for c in day_run.read_completions()
+                 if c.routing_key == "task.succeeded.calls.record_event"
+                 and c.body["result"]["callId"] == call_id]
+    assert len(summaries) == 5  # one per event type; duplicates ran no second task
+    # Whichever record task merged last saw every event of the call.
+    [whole] = [summary for summary in summaries if len(summary["eventsSeen"]) == 5]
+    assert whole["tenantId"] == "tenant-acme" and whole["contactId"] == 11850
+    assert whole["ringSeconds"] == 6.401 and whole["talkSeconds"] > 0
+    assert whole["from"] == "sip:***4654@sip.tenant-acme.example"
+    assert whole["recordingUri"].endswith(f"/{call_id}.wav")
+
+
+def test_the_forecast_refit_put_tomorrows_expected_calls_into_each_report(
+    day_run: ServiceRun,
+) -> None:
+    refits = [c.body["result"] for c in day_run.read_completions()
+              if c.routing_key == "task.succeeded.forecast.refresh_model"]
+    models = {model["tenantId"]: model for result in refits for model in result["models"]}
+    assert sorted(models) == ["tenant-acme", "tenant-globex"]
+    for tenant, model in models.items():
+        report = json.loads((day_run.reports_dir / tenant / "2026-12-02.json").read_text())
+        # A single day of history: tomorrow is expected to be like it.
+        assert model["version"] == 1 and model["errorOnDay"] is None
+        assert model["expectedTomorrow"] == [float(n) for n in report["byHour"]]
+        page = (day_run.reports_dir / tenant / "2026-12-02.html").read_text()
+        assert 'id="forecast"' in page and f"About {report['calls']} calls expected" in page
