@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 VOLATILE_FIELDS = ("eventId", "taskId", "timestamp", "durationMs")
+# Inside a task's result: times that depend on when the run happened.
+VOLATILE_RESULT_FIELDS = ("generatedAt", "stateCutoff")
 SUFFIX = ".snapshot.jsonl"
 MAX_DIFFERENCES_SHOWN = 40
 
@@ -76,8 +78,17 @@ def report(differences_found: list[str], *, expected_count: int, actual_count: i
 
 
 def _mask_volatile(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: f"<{name}>" if name in VOLATILE_FIELDS else value
+    return {name: f"<{name}>" if name in VOLATILE_FIELDS else _mask_nested(value)
             for name, value in body.items()}
+
+
+def _mask_nested(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {name: f"<{name}>" if name in VOLATILE_RESULT_FIELDS else _mask_nested(item)
+                for name, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_nested(item) for item in value]
+    return value
 
 
 def _replace_text(value: Any, replacements: Mapping[str, str]) -> Any:

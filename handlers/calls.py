@@ -7,7 +7,8 @@ seconds are derived from the times (`call_summary`). A `call.ended` whose
 `call.started` never arrives still makes a record.
 
 Each event type writes its own fields, so the order of arrival does not
-matter and a repeated event writes the same values again. Each field group
+matter; of two events of the same kind for one call, the one that arrived
+first is kept. Each field group
 also keeps the arrival seq of the event that wrote it, so a daily report can
 use exactly the events that arrived before its rollover.
 
@@ -33,9 +34,20 @@ from handlers.routes import RECORD_CALL_EVENT
 _REMOVE_BATCH = 500
 
 # KEYS: call hash, by_time zset   ARGV: callId, ttl, field1, value1, ...
+# One field of each write is its group's arrival seq (`startedSeq`, ...).
+# The earliest arrival wins: a later event of the same kind for the same
+# call (a producer's retry under another message id) changes nothing, even
+# when a worker gets to it first, so a report sees what arrived before it.
 _MERGE = """
+local seq_field, seq = nil, nil
 for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if string.sub(ARGV[i], -3) == 'Seq' then seq_field, seq = ARGV[i], tonumber(ARGV[i + 1]) end
+end
+local stored = seq_field and redis.call('HGET', KEYS[1], seq_field)
+if not (stored and tonumber(stored) <= seq) then
+  for i = 3, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
 end
 local score = redis.call('HGET', KEYS[1], 'startedEpoch')
   or redis.call('HGET', KEYS[1], 'endedEpoch')

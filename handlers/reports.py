@@ -171,8 +171,9 @@ def csv_rows(calls: list[CallView], tz: ZoneInfo) -> list[dict[str, Any]]:
 
 def report_paths(reports_dir: Path, tenant: str, day: date) -> dict[str, Path]:
     """Where one report's files go: `<reports dir>/<tenant>/<date>.{json,csv,html}`."""
+    # A tenant id is data from the wire: never a path (`..`, `/`, a dot-file).
     folder_name = ALL_TENANTS_FOLDER if tenant == ALL_TENANTS else \
-        re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
+        re.sub(r"^\.|[^A-Za-z0-9._-]", "_", tenant)
     stem = reports_dir / folder_name / day.isoformat()
     return {kind: stem.with_suffix(f".{kind}") for kind in ("json", "csv", "html")}
 

@@ -62,3 +62,34 @@ def test_phone_numbers_in_recording_uris_are_masked() -> None:
     fields = record_fields({"callId": "c-1", **RECORDING,
                             "recordingUri": "s3://media/+902123394654/c-1.wav"}, 1)
     assert fields["recordingUri"] == "s3://media/***4654/c-1.wav"
+
+
+def test_the_earliest_arrival_of_an_event_kind_wins_in_redis() -> None:
+    """A producer's retry under another message id, arriving later, changes nothing."""
+    import uuid
+
+    import redis
+
+    from handlers.calls import _MERGE, record_fields
+    from tests.conftest import require_services
+
+    require_services()
+    client = redis.Redis()
+    prefix = f"ts-test-{uuid.uuid4().hex[:10]}:"
+    merge = client.register_script(_MERGE)
+    first = {**ENDED, "callId": "c-1", "reason": "normal_clearing"}
+    retry = {**ENDED, "callId": "c-1", "reason": "user_busy", "timestamp": "2026-12-02T10:09:00Z"}
+    try:
+        for label, order in (("a", [(retry, 8), (first, 3)]), ("b", [(first, 3), (retry, 8)])):
+            key = f"{prefix}call:{label}"
+            for event, seq in order:  # whichever a worker gets to first
+                argv: list = ["c-1", 600]
+                for name, value in record_fields(event, seq).items():
+                    argv += [name, value]
+                merge(keys=[key, f"{prefix}calls:by_time"], args=argv)
+            record = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+            assert record["endedSeq"] == "3" and record["reason"] == "normal_clearing", label
+    finally:
+        for key in client.scan_iter(f"{prefix}*", count=1000):
+            client.delete(key)
+        client.close()

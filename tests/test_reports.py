@@ -92,3 +92,11 @@ def test_empty_day() -> None:
     report = build_report([], tenant="t", day=DAY, timezone="Europe/Istanbul")
     assert report["calls"] == 0 and report["averageTalkSeconds"] == 0.0
     assert report["byHour"] == [0] * 24
+
+
+def test_a_tenant_id_never_leaves_the_reports_directory(tmp_path) -> None:
+    from handlers.reports import report_paths
+
+    for tenant in ("..", "../etc", ".hidden", "a/b", "/abs"):
+        for path in report_paths(tmp_path, tenant, DAY).values():
+            assert path.resolve().parent.parent == tmp_path.resolve(), tenant
