@@ -19,9 +19,11 @@ from typing import Any
 
 import amqp
 import pytest
+import redis
 
 from app.pytest_plugin import require_services
 from app.testing import ServiceRun
+from tests.smtp_server import LocalSmtpServer
 
 __all__ = ["RECORDINGS", "Tap", "cli", "require_services"]
 
@@ -89,6 +91,30 @@ def cli(*args: str, env: dict[str, str] | None = None, input_text: str | None = 
     return subprocess.run([sys.executable, "-m", "app.cli", *args],
                           env={**os.environ, **(env or {})}, input=input_text,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+@pytest.fixture
+def smtp() -> Iterator[LocalSmtpServer]:
+    """A real SMTP server in this process; what it received is in `.received`."""
+    server = LocalSmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client_and_prefix() -> Iterator[tuple[redis.Redis, str]]:
+    """A Redis client and a key prefix of the test's own; its keys are deleted after."""
+    require_services()
+    client = redis.Redis()
+    prefix = f"ts-test-{uuid.uuid4().hex[:10]}:"
+    try:
+        yield client, prefix
+    finally:
+        for key in client.scan_iter(f"{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
 
 
 @pytest.fixture

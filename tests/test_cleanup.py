@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import redis
 
 from app.state import StateKeys
@@ -24,19 +22,6 @@ IST = "Europe/Istanbul"
 def test_the_cutoff_keeps_exactly_retention_days_whole_days() -> None:
     cutoff = data_cutoff(date(2026, 12, 2), IST, retention_days=30)
     assert cutoff.isoformat() == "2026-11-03T00:00:00+03:00"
-
-
-@pytest.fixture
-def client_and_prefix() -> Iterator[tuple[redis.Redis, str]]:
-    require_services()
-    client = redis.Redis()
-    prefix = f"ts-test-{datetime.now().strftime('%H%M%S%f')}:"
-    try:
-        yield client, prefix
-    finally:
-        for key in client.scan_iter(f"{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
 
 
 def test_calls_and_report_entries_before_the_cutoff_go_and_the_rest_stay(

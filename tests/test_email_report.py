@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import smtplib
 import ssl
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -78,15 +77,6 @@ def test_the_summary_is_called_all_tenants(tmp_path: Path) -> None:
     assert message["Subject"] == "Daily call report: all tenants, 2026-12-02"
     assert [part.get_filename() for part in message.iter_attachments()] == [
         "all-tenants-2026-12-02.html", "all-tenants-2026-12-02.csv"]
-
-
-@pytest.fixture
-def smtp() -> Iterator[LocalSmtpServer]:
-    server = LocalSmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class TestSending:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
-import pytest
 import redis
 
 from app.testing import ServiceRun
@@ -19,19 +17,6 @@ from tests.test_report_delivery import CALLS, _call, rollover, write_recording
 
 DAY = date(2026, 12, 2)
 ENTRY = {"calls": 1, "json": "j", "csv": "c", "html": "h"}
-
-
-@pytest.fixture
-def client_and_prefix() -> Iterator[tuple[redis.Redis, str]]:
-    require_services()
-    client = redis.Redis()
-    prefix = f"ts-test-{datetime.now().strftime('%H%M%S%f')}:"
-    try:
-        yield client, prefix
-    finally:
-        for key in client.scan_iter(f"{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
 
 
 def _index(client: redis.Redis, prefix: str, tenant: str, *, timezone: str, seq: int,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from app.testing import ServiceRun
 from tests.conftest import require_services
@@ -55,15 +52,6 @@ def write_recording(path: Path, events: list[dict[str, Any]]) -> Path:
 
 def completions_of(run: ServiceRun, task_name: str) -> list[dict[str, Any]]:
     return [c.body for c in run.read_completions() if c.body["taskName"] == task_name]
-
-
-@pytest.fixture
-def smtp() -> Iterator[LocalSmtpServer]:
-    server = LocalSmtpServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _service(tmp_path: Path, **env: str) -> ServiceRun:
