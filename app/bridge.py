@@ -31,6 +31,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from app.backoff import backoff_delays
 from app.celery_app import create_celery_app, task_exchange_name, task_queue_names
 from app.errors import BrokerRefused, ConfigError, ParkMessage, TransientError, translate
 from app.faults import crash_if_marked, parse_faults
@@ -45,7 +46,6 @@ from handlers.routes import ROUTES, TASK_QUEUES
 
 log = structlog.get_logger(__name__)
 
-CONNECT_BACKOFF_MAX_S = 30.0
 TRANSIENT_NACK_DELAY_S = 1.0
 WATCHDOG_INTERVAL_S = 5.0
 CLAIM_RETRY_S = 30.0
@@ -55,8 +55,7 @@ async def connect_with_backoff(
     settings: Settings, what: str = "bridge"
 ) -> AbstractRobustConnection:
     """Connect to RabbitMQ, retrying with a visible, growing back-off."""
-    delay_s, attempt = 0.5, 1
-    while True:
+    for attempt, delay_s in backoff_delays():
         try:
             return await aio_pika.connect_robust(settings.rabbitmq_url, timeout=10,
                                                  client_properties={"connection_name": what})
@@ -69,15 +68,14 @@ async def connect_with_backoff(
             log.warning(f"RabbitMQ unreachable, retrying in {delay_s:.1f}s [{attempt}]",
                         url=redact_url(settings.rabbitmq_url), error=str(error))
         await asyncio.sleep(delay_s)
-        delay_s, attempt = min(delay_s * 2, CONNECT_BACKOFF_MAX_S), attempt + 1
+    raise AssertionError("unreachable: the back-off schedule never ends")
 
 
 async def redis_with_backoff(settings: Settings) -> redis.asyncio.Redis:
     """A Redis client that has answered a PING, retrying with back-off."""
     client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=5,
                                           socket_connect_timeout=5, health_check_interval=30)
-    delay_s, attempt = 0.5, 1
-    while True:
+    for attempt, delay_s in backoff_delays():
         try:
             await client.ping()
             return client
@@ -85,7 +83,7 @@ async def redis_with_backoff(settings: Settings) -> redis.asyncio.Redis:
             log.warning(f"Redis unreachable, retrying in {delay_s:.1f}s [{attempt}]",
                         url=redact_url(settings.redis_url), error=str(translate(exc)))
         await asyncio.sleep(delay_s)
-        delay_s, attempt = min(delay_s * 2, CONNECT_BACKOFF_MAX_S), attempt + 1
+    raise AssertionError("unreachable: the back-off schedule never ends")
 
 
 class Bridge:

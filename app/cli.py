@@ -88,11 +88,11 @@ def wait_for_redis(settings: Settings) -> None:
     """Block, with a visible back-off, until Redis answers a PING."""
     import redis
 
+    from app.backoff import backoff_delays
     from app.settings import redact_url
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    delay_s, attempt = 0.5, 1
-    while True:
+    for attempt, delay_s in backoff_delays():
         try:
             client.ping()
             client.close()
@@ -102,7 +102,6 @@ def wait_for_redis(settings: Settings) -> None:
                 f"Redis unreachable, retrying in {delay_s:.1f}s [{attempt}]",
                 url=redact_url(settings.redis_url), error=str(translate(exc)))
         time.sleep(delay_s)
-        delay_s, attempt = min(delay_s * 2, 30.0), attempt + 1
 
 
 def quiet_on_closed_stdout() -> None:

@@ -114,9 +114,7 @@ class ServiceRun:
         command = [sys.executable, "-m", "app.cli", "run", *args]
         self._process = subprocess.Popen(command, env=self.env, stdout=self._log_file,
                                          stderr=subprocess.STDOUT)
-        queues = [self.settings.queue_name("inbox"), *task_queue_names(self.settings)]
-        self.wait_for(lambda: all(self.consumers(queue) > 0 for queue in queues),
-                      timeout_s, "bridge and worker consuming")
+        self.wait_consuming(timeout_s)
 
     def start_component(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """Start `task-service bridge` or `worker` alone (so it can be killed alone)."""

@@ -20,6 +20,7 @@ expiry is only a safety net behind it.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, cast
 
@@ -58,6 +59,12 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[1])
 """
+
+
+@functools.lru_cache(maxsize=4)
+def _merge_script(client: redis.Redis) -> Any:
+    """The merge script, registered once per client (it hashes the Lua text)."""
+    return client.register_script(_MERGE)
 
 
 def _epoch(timestamp: str) -> str:
@@ -187,8 +194,8 @@ def record_event(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
     for name, value in fields.items():
         argv += [name, value]
 
-    merge = resources.redis.register_script(_MERGE)
-    flat = merge(keys=[call_key(prefix, event["callId"]), calls_index_key(prefix)], args=argv)
+    keys = [call_key(prefix, event["callId"]), calls_index_key(prefix)]
+    flat = _merge_script(resources.redis)(keys=keys, args=argv)
     record = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
     summary = call_summary(record)
