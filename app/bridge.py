@@ -48,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 TRANSIENT_NACK_DELAY_S = 1.0
 WATCHDOG_INTERVAL_S = 5.0
+WATCHDOG_TIMEOUT_S = 10.0
+REPAIR_ATTEMPTS = 6
 CLAIM_RETRY_S = 30.0
 
 
@@ -331,22 +333,58 @@ class Bridge:
     async def _watch_inbox(self) -> None:
         """Every few seconds, make sure the inbox exists and we consume it.
 
-        aio-pika restores its consumers after a reconnect, but a queue
-        deleted by hand, or a consumer the broker cancelled, stays gone:
-        a bridge must never sit connected with zero consumers.
+        aio-pika restores its consumers after a reconnect, and tries to after
+        a queue is deleted, but a consumer the broker cancelled has been seen
+        staying gone: a bridge must never sit connected with zero consumers.
+        Each check and repair is bounded in time; a repair starts on a fresh
+        channel. After REPAIR_ATTEMPTS failed repairs in a row the watchdog
+        gives up, and the bridge exits non-zero for its supervisor to restart.
         """
+        failed_repairs = 0
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             if self._connection is None or self._connection.is_closed:
                 continue  # the robust connection is reconnecting
             try:
-                if await self._inbox_consumed():
+                if await asyncio.wait_for(self._inbox_consumed(), WATCHDOG_TIMEOUT_S):
+                    failed_repairs = 0
                     continue
                 log.warning("inbox queue or its consumer is gone; declaring and consuming again",
                             inbox=self.inbox_name)
-                await self._consume_inbox()
+                await asyncio.wait_for(self._consume_on_fresh_channel(), WATCHDOG_TIMEOUT_S)
+                log.info("inbox consumed again", inbox=self.inbox_name)
+                failed_repairs = 0
             except Exception as exc:  # a check that fails is retried next round
-                log.warning("inbox check failed", error=str(translate(exc)))
+                failed_repairs += 1
+                error = "timed out" if isinstance(exc, TimeoutError) else str(translate(exc))
+                log.warning("inbox check or repair failed", error=error,
+                            attempt=failed_repairs, of=REPAIR_ATTEMPTS)
+                if failed_repairs >= REPAIR_ATTEMPTS:
+                    log.error("inbox cannot be consumed again; the bridge exits",
+                              inbox=self.inbox_name)
+                    return
+
+    async def _consume_on_fresh_channel(self) -> None:
+        """Consume the inbox on a new channel, and close the old one.
+
+        The old channel may be in the middle of aio-pika's own consumer
+        recovery; a new one starts clean. Messages still unacknowledged on
+        the old channel are redelivered by the broker when it closes.
+        """
+        assert self._connection is not None  # set in start()
+        old = self._consume_channel
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.prefetch_count)
+        self._consume_channel = channel
+        await self._consume_inbox()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), WATCHDOG_TIMEOUT_S)
+
+    async def watchdog_gave_up(self) -> None:
+        """Returns when the inbox watchdog has given up (never, while it is fine)."""
+        assert self._watchdog is not None  # set in start()
+        await asyncio.wait({self._watchdog})  # never cancels the watchdog itself
 
     async def _inbox_consumed(self) -> bool:
         assert self._connection is not None and self._consume_channel is not None
@@ -389,13 +427,18 @@ async def run_bridge(settings: Settings) -> int:
     start = asyncio.create_task(bridge.start())
     waiter = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
     if start in done:
         start.result()
-        await stopping.wait()
+        gave_up = asyncio.create_task(bridge.watchdog_gave_up())
+        await asyncio.wait({waiter, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.is_set():
+            status = 1
+        gave_up.cancel()
     else:
         start.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await start
     log.info("bridge stopping")
     await bridge.stop()
-    return 0
+    return status

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import amqp
+import kombu
 import pytest
 
+from app.bridge import Bridge
 from app.testing import ServiceRun
 from tests.conftest import RECORDINGS, require_services
 from tests.test_pipeline import _valid_event_count
@@ -57,6 +62,63 @@ def test_a_deleted_inbox_queue_is_declared_again_and_consumed(service_run: Servi
     publish_ended(service_run, "after-delete")
     service_run.wait_for(lambda: state_of(service_run, "call.ended:after-delete") == "succeeded",
                          60, "the event to succeed")
+
+
+def squat_inbox(run: ServiceRun, squatter: kombu.Connection) -> Any:
+    """Delete the inbox and take its name as another connection's exclusive queue,
+    so that no declaration of the bridge's can succeed; returns that channel.
+
+    aio-pika may declare the queue again between the delete and the squat: retry.
+    """
+    inbox = run.settings.queue_name("inbox")
+    for _ in range(20):
+        channel = squatter.channel()
+        try:
+            channel.queue_delete(inbox)
+            channel.queue_declare(inbox, exclusive=True)
+            return channel
+        except amqp.exceptions.AMQPError:
+            time.sleep(0.2)
+    pytest.fail("could not take the inbox's name")
+
+
+def test_an_inbox_held_away_for_a_while_is_consumed_again_once_free(tmp_path: Path) -> None:
+    require_services()
+    run = ServiceRun(tmp_path)
+    inbox = run.settings.queue_name("inbox")
+    squatter = kombu.Connection(run.settings.rabbitmq_url, connect_timeout=10)
+    try:
+        run.start()
+        channel = squat_inbox(run, squatter)
+        time.sleep(8)  # at least one watchdog round fails
+        channel.queue_delete(inbox)
+        run.wait_for(lambda: run.consumers(inbox) == 1, 45, "inbox consumed again")
+        publish_ended(run, "after-squat")
+        run.wait_for(lambda: state_of(run, "call.ended:after-squat") == "succeeded",
+                     60, "the event to succeed")
+        time.sleep(6)  # a second round of recovery must not add a second consumer
+        assert run.consumers(inbox) == 1
+        assert "inbox check or repair failed" in run.log_path.read_text()
+    finally:
+        squatter.release()
+        run.close()
+
+
+def test_a_bridge_that_cannot_consume_its_inbox_again_exits_non_zero(tmp_path: Path) -> None:
+    require_services()
+    run = ServiceRun(tmp_path)
+    inbox = run.settings.queue_name("inbox")
+    squatter = kombu.Connection(run.settings.rabbitmq_url, connect_timeout=10)
+    try:
+        bridge = run.start_component("bridge")
+        run.wait_for(lambda: run.consumers(inbox) == 1, 60, "the bridge consuming")
+        squat_inbox(run, squatter)
+        run.wait_for(lambda: bridge.poll() is not None, 150, "the bridge to give up")
+        assert bridge.returncode == 1
+        assert "inbox cannot be consumed again" in run.log_path.read_text()
+    finally:
+        squatter.release()
+        run.close()
 
 
 @pytest.mark.parametrize("run_with_faults", ["bridge_exit_on=POISON-BRIDGE"], indirect=True)
@@ -151,3 +213,28 @@ def test_sigterm_stops_the_bridge_cleanly_and_nothing_is_lost(service_run: Servi
     lines = [json.loads(text) for text in DAY.read_text().splitlines()]
     service_run.wait_until_done(events=_valid_event_count(lines), timeout_s=300)
     assert "bridge stopped" in service_run.log_text()
+
+
+def test_a_repair_consumes_on_a_fresh_channel_and_closes_the_old_one(tmp_path: Path) -> None:
+    require_services()
+    run = ServiceRun(tmp_path)
+    inbox = run.settings.queue_name("inbox")
+
+    async def repair() -> None:
+        bridge = Bridge(run.settings)
+        await bridge.start()
+        try:
+            old = bridge._consume_channel
+            assert old is not None
+            await bridge._consume_on_fresh_channel()
+            assert old.is_closed
+            assert bridge._consume_channel is not old
+            assert await bridge._inbox_consumed()
+            assert run.consumers(inbox) == 1
+        finally:
+            await bridge.stop()
+
+    try:
+        asyncio.run(repair())
+    finally:
+        run.close()
