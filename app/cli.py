@@ -358,7 +358,7 @@ def status(key: str, as_json: bool) -> None:
         return
     click.echo(f"{record['eventKey']}: {record['state']}")
     for name in ("eventType", "traceId", "seq", "taskIds", "attempts", "duplicates",
-                 "lastError"):
+                 "lastError", "replays", "replayedAs"):
         if record.get(name) not in (None, "", []):
             click.echo(f"  {name}: {record[name]}")
     click.echo("  history:")

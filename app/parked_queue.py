@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import aio_pika
+import redis
+import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from app.errors import BrokerUnavailable, translate
+from app.errors import BrokerUnavailable, ParkMessage, translate
+from app.inbound import decode_event, raw_key
 from app.parking import (
     HEADER_DETAIL,
     HEADER_EVENT_KEY,
@@ -23,6 +26,9 @@ from app.parking import (
 )
 from app.publisher import ConfirmedPublisher
 from app.settings import Settings
+from app.state import StateStore
+
+log = structlog.get_logger(__name__)
 
 HEADER_REPLAYS = "x-parked-replays"
 _PARKING_HEADERS = {HEADER_DETAIL, HEADER_EVENT_KEY, HEADER_EXCHANGE, HEADER_PARKED_AT,
@@ -84,6 +90,7 @@ async def replay_parked(settings: Settings, *, reason: str | None = None,
     """
     connection = await _connect(settings)
     moved = kept = 0
+    state = _state_store(settings)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(settings.queue_name("parked"), durable=True)
@@ -93,13 +100,43 @@ async def replay_parked(settings: Settings, *, reason: str | None = None,
                 if (reason and info["reason"] != reason) or (key and info["eventKey"] != key):
                     kept += 1
                     continue
+                properties = original_properties(message, info["replays"] + 1)
+                if state is not None and info["eventKey"]:
+                    state.note_replayed(info["eventKey"], replays=info["replays"] + 1,
+                                        new_key=key_on_arrival(settings, message, info,
+                                                               properties["message_id"]))
                 publisher.publish(exchange=info["exchange"] or settings.events_exchange,
                                   routing_key=info["routingKey"], body=message.body,
-                                  properties=original_properties(message, info["replays"] + 1),
-                                  declare_topic=False)
+                                  properties=properties, declare_topic=False)
                 await message.ack()
                 moved += 1
     return moved, kept
+
+
+def _state_store(settings: Settings) -> StateStore | None:
+    """The state store, to note each re-publication in; None (and a warning) if
+    Redis is unreachable: re-publishing does not depend on it."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        log.warning("parked replay: state not updated, Redis unreachable",
+                    error=str(translate(exc)))
+        return None
+    return StateStore(client, settings.redis_prefix, settings.state_ttl_s)
+
+
+def key_on_arrival(settings: Settings, message: AbstractIncomingMessage, info: dict[str, Any],
+                   message_id: str | None) -> str:
+    """The event key the bridge will give the re-published message: its natural key if
+    it is valid now (say, after a fix), else its message id or body digest, as when it
+    was parked."""
+    try:
+        return decode_event(message.body, routing_key=info["routingKey"],
+                            content_type=message.content_type, message_id=message_id or None,
+                            max_body_bytes=settings.max_body_bytes).key
+    except ParkMessage:
+        return message_id or raw_key(message.body)
 
 
 def original_properties(message: AbstractIncomingMessage, replays: int) -> dict[str, Any]:

@@ -93,6 +93,24 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
+# KEYS: event, history   ARGV: now, replays, replayedAs ("" when the same key), ttl
+# A parked event re-published by `parked replay`: its state stays as it is
+# (the bridge's claim decides what happens next), its history says when and
+# under which key it was re-published. Unknown keys are left unknown.
+_REPLAYED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'replays', ARGV[2])
+local entry = {at=ARGV[1], state='replayed', replay=tonumber(ARGV[2])}
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'replayedAs', ARGV[3])
+  entry['as'] = ARGV[3]
+end
+redis.call('RPUSH', KEYS[2], cjson.encode(entry))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
 # KEYS: event, history   ARGV: now, reason, detail, ttl, routingKey
 _PARKED = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -309,6 +327,7 @@ class StateStore:
         self._finished = client.register_script(_TASK_FINISHED)
         self._deferred = client.register_script(_TASK_DEFERRED)
         self._parked = client.register_script(_PARKED)
+        self._replayed = client.register_script(_REPLAYED)
 
     def task_started(
         self, *, key: str, task_id: str, task_name: str, attempt: int
@@ -348,6 +367,14 @@ class StateStore:
         keys = [self.keys.event(key), self.keys.history(key)]
         self._run(self._parked, keys, [utc_now(), reason, detail[:500], self.ttl_s, routing_key])
 
+    def note_replayed(self, key: str, *, replays: int, new_key: str) -> bool:
+        """Say in a parked event's state that it was re-published (replay number
+        `replays`), and under which key the bridge will know it if that differs.
+        Returns False when the key is unknown (its state expired)."""
+        keys = [self.keys.event(key), self.keys.history(key)]
+        argv = [utc_now(), replays, "" if new_key == key else new_key, self.ttl_s]
+        return bool(self._run(self._replayed, keys, argv))
+
     def task_result(self, task_id: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.keys.task(task_id), "result")
         return json.loads(raw) if raw else None
@@ -372,7 +399,7 @@ class StateStore:
         record["eventKey"] = key
         record["taskIds"] = json.loads(record.get("taskIds", "[]"))
         for field in ("seq", "attempts", "duplicates", "redeliveries", "tasksTotal",
-                      "tasksSucceeded", "tasksFailed", "generation"):
+                      "tasksSucceeded", "tasksFailed", "generation", "replays"):
             if field in record:
                 record[field] = int(record[field])
         history = [json.loads(entry) for entry in

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from app.inbound import raw_key
 from app.testing import ServiceRun
 from tests.conftest import RECORDINGS
 
@@ -96,3 +97,38 @@ def test_a_parked_message_replayed_after_the_cause_is_fixed_is_processed_once(
     entry = json.loads(task_service.cli("parked", "list", "--json").stdout)
     assert entry["replays"] == 1 and entry["reason"] == "type_mismatch"
     assert task_service.arrived() == 0
+
+
+def test_a_message_too_large_then_allowed_is_processed_once_and_its_parked_key_says_so(
+    task_service: ServiceRun,
+) -> None:
+    run = task_service
+    run.stop()
+    run.env["MAX_BODY_BYTES"] = "1024"
+    run.start()
+    body = json.dumps({"eventType": "call.ended", "callId": "c-big", "reason": "normal_clearing",
+                       "timestamp": "2026-12-02T10:00:00Z", "note": "x" * 2000}).encode()
+    assert run.cli("publish", "call.ended", body.decode()).returncode == 0
+    parked = run.settings.queue_name("parked")
+    run.wait_for(lambda: run.message_count(parked) == 1, 60, "1 parked")
+    parked_key = json.loads(run.cli("parked", "list", "--json").stdout)["eventKey"]
+    assert parked_key == raw_key(body)
+    assert run.state.lookup(parked_key)["state"] == "parked"
+
+    # The limit is raised (the fix), and the parked message re-published.
+    run.stop()
+    del run.env["MAX_BODY_BYTES"]
+    run.start()
+    assert "re-published 1" in run.cli("parked", "replay", "--reason", "too_large").stdout
+    run.wait_for(lambda: (run.state.lookup("call.ended:c-big") or {}).get("state")
+                 == "succeeded", 60, "the re-published event to succeed")
+    assert run.message_count(parked) == 0
+    assert run.arrived() == 1
+
+    record = run.state.lookup(parked_key)
+    assert record["state"] == "parked"  # what happened to those bytes then
+    assert record["replayedAs"] == "call.ended:c-big"
+    assert record["history"][-1] | {"at": None} == {
+        "at": None, "state": "replayed", "replay": 1, "as": "call.ended:c-big"}
+    shown = run.cli("status", parked_key).stdout
+    assert "replayedAs: call.ended:c-big" in shown and "  replayed  (" in shown
