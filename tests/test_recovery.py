@@ -58,7 +58,7 @@ def test_a_deleted_inbox_queue_is_declared_again_and_consumed(service_run: Servi
     inbox = service_run.settings.queue_name("inbox")
     service_run.channel.queue_delete(inbox)
     assert service_run.consumers(inbox) == 0
-    service_run.wait_for(lambda: service_run.consumers(inbox) == 1, 30, "inbox consumed again")
+    service_run.wait_for(lambda: service_run.consumers(inbox) == 1, 60, "inbox consumed again")
     publish_ended(service_run, "after-delete")
     service_run.wait_for(lambda: state_of(service_run, "call.ended:after-delete") == "succeeded",
                          60, "the event to succeed")
