@@ -13,7 +13,7 @@ import redis
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from app.errors import BrokerUnavailable, ParkMessage, translate
+from app.errors import BrokerUnavailable, ParkMessage, TransientError, translate
 from app.inbound import decode_event, raw_key
 from app.parking import (
     HEADER_DETAIL,
@@ -26,7 +26,7 @@ from app.parking import (
 )
 from app.publisher import ConfirmedPublisher
 from app.settings import Settings
-from app.state import StateStore
+from app.state import StateStore, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +86,8 @@ async def replay_parked(settings: Settings, *, reason: str | None = None,
     """Re-publish the matching parked messages; return (re-published, left parked).
 
     Each goes back to its original exchange and routing key with its
-    original body and properties, and a replay counter in its headers.
+    original body and properties, and a replay counter in its headers; once
+    the broker has confirmed it, the parked key's state notes the replay.
     """
     connection = await _connect(settings)
     moved = kept = 0
@@ -101,16 +102,27 @@ async def replay_parked(settings: Settings, *, reason: str | None = None,
                     kept += 1
                     continue
                 properties = original_properties(message, info["replays"] + 1)
-                if state is not None and info["eventKey"]:
-                    state.note_replayed(info["eventKey"], replays=info["replays"] + 1,
-                                        new_key=key_on_arrival(settings, message, info,
-                                                               properties["message_id"]))
+                published_at = utc_now()
                 publisher.publish(exchange=info["exchange"] or settings.events_exchange,
                                   routing_key=info["routingKey"], body=message.body,
                                   properties=properties, declare_topic=False)
+                if state is not None and info["eventKey"]:
+                    _note_replayed(state, info, at=published_at, new_key=key_on_arrival(
+                        settings, message, info, properties["message_id"]))
                 await message.ack()
                 moved += 1
+    if state is not None:
+        state.client.close()
     return moved, kept
+
+
+def _note_replayed(state: StateStore, info: dict[str, Any], *, at: str, new_key: str) -> None:
+    try:
+        state.note_replayed(info["eventKey"], replays=info["replays"] + 1, new_key=new_key,
+                            at=at)
+    except TransientError as exc:  # the message is re-published all the same
+        log.warning("parked replay: state not updated", event_key=info["eventKey"],
+                    error=str(exc))
 
 
 def _state_store(settings: Settings) -> StateStore | None:

@@ -367,12 +367,12 @@ class StateStore:
         keys = [self.keys.event(key), self.keys.history(key)]
         self._run(self._parked, keys, [utc_now(), reason, detail[:500], self.ttl_s, routing_key])
 
-    def note_replayed(self, key: str, *, replays: int, new_key: str) -> bool:
+    def note_replayed(self, key: str, *, replays: int, new_key: str, at: str) -> bool:
         """Say in a parked event's state that it was re-published (replay number
         `replays`), and under which key the bridge will know it if that differs.
         Returns False when the key is unknown (its state expired)."""
         keys = [self.keys.event(key), self.keys.history(key)]
-        argv = [utc_now(), replays, "" if new_key == key else new_key, self.ttl_s]
+        argv = [at, replays, "" if new_key == key else new_key, self.ttl_s]
         return bool(self._run(self._replayed, keys, argv))
 
     def task_result(self, task_id: str) -> dict[str, Any] | None:
