@@ -246,7 +246,8 @@ class Bridge:
         assert self._state is not None  # set in start()
         bound = log.bind(event_key=event.key, routing_key=event.routing_key,
                          trace_id=event.trace_id)
-        tasks_total = sum(len(chain) for chain in plan_tasks(event.event_type, event.key))
+        tasks_total = sum(len(chain) for chain in plan_tasks(self.settings.service_name,
+                                                                event.event_type, event.key))
         await self._turnstile.wait_turn(ticket)
         claim = await self._claim_holding_turn(
             key=event.key, event_type=event.event_type, routing_key=event.routing_key,
@@ -260,7 +261,8 @@ class Bridge:
 
         meta = {"eventKey": event.key, "eventType": event.event_type,
                 "routingKey": event.routing_key, "traceId": event.trace_id, "seq": claim.seq}
-        chains = plan_tasks(event.event_type, event.key, claim.generation)
+        chains = plan_tasks(self.settings.service_name, event.event_type, event.key,
+                            claim.generation)
         task_ids = [task.task_id for chain in chains for task in chain]
         sent_at = utc_now()
         # One message per chain: the tasks chained after its first travel in it.

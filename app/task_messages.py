@@ -24,16 +24,19 @@ from kombu.serialization import dumps
 
 from handlers.routes import chains_of
 
-# Task ids are derived from (event key, task name): the same event produces
-# the same task ids however often it is delivered, so a repeat is visible
-# to the worker as a task that has already run.
+# Task ids are derived from (service, event key, task name): the same event
+# produces the same task ids however often it is delivered, so a repeat is
+# visible to the worker as a task that has already run; two services sharing
+# a broker (and one Flower) give the same event different task ids.
 _TASK_ID_NAMESPACE = uuid.UUID("6f1f3b8e-2c1e-4b7a-9d55-0c3f4a5e7b21")
 
 
-def task_id_for(event_key: str, task_name: str, generation: int = 0) -> str:
-    """The task id of `task_name` for an event; a parked event re-published by
-    `parked replay` starts a new generation, and so gets new task ids."""
-    name = f"{event_key}\x00{task_name}" + (f"\x00{generation}" if generation else "")
+def task_id_for(service: str, event_key: str, task_name: str, generation: int = 0) -> str:
+    """The task id of `task_name` for an event, in the service named `service`;
+    a parked event re-published by `parked replay` starts a new generation, and
+    so gets new task ids."""
+    name = (f"{service}\x00{event_key}\x00{task_name}"
+            + (f"\x00{generation}" if generation else ""))
     return str(uuid.uuid5(_TASK_ID_NAMESPACE, name))
 
 
@@ -45,9 +48,11 @@ class PlannedTask:
     task_id: str
 
 
-def plan_tasks(event_type: str, event_key: str, generation: int = 0) -> list[list[PlannedTask]]:
+def plan_tasks(service: str, event_type: str, event_key: str,
+               generation: int = 0) -> list[list[PlannedTask]]:
     """The chains of tasks an event becomes (a lone task is a chain of one)."""
-    return [[PlannedTask(name, task_id_for(event_key, name, generation)) for name in chain]
+    return [[PlannedTask(name, task_id_for(service, event_key, name, generation))
+             for name in chain]
             for chain in chains_of(event_type)]
 
 

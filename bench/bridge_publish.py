@@ -144,7 +144,7 @@ def task_request(message: AbstractIncomingMessage) -> TaskRequest:
     meta = {"eventKey": event_key, "eventType": event["eventType"],
             "routingKey": event["eventType"], "traceId": event.get("traceId"),
             "seq": event["benchSeq"]}
-    return TaskRequest(event_key, task_id_for(event_key, TASK_NAME),
+    return TaskRequest(event_key, task_id_for("bench", event_key, TASK_NAME),
                        {"event": event, "meta": meta})
 
 

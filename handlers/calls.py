@@ -200,6 +200,7 @@ def record_event(self: EventTask, event: dict[str, Any], meta: dict[str, Any]) -
 
     summary = call_summary(record)
     late = schedule_if_late(self.app, resources.redis, prefix, record, meta,
+                            service=resources.settings.service_name,
                             debounce_s=resources.settings.late_report_debounce_s,
                             ttl_s=resources.settings.records_ttl_s)
     return summary | ({"lateForReports": late} if late else {})

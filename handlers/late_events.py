@@ -76,14 +76,16 @@ def late_for(client: redis.Redis, prefix: str, record: dict[str, str],
 
 
 def schedule_if_late(app: Celery, client: redis.Redis, prefix: str, record: dict[str, str],
-                     meta: dict[str, Any], *, debounce_s: float, ttl_s: int) -> list[str]:
+                     meta: dict[str, Any], *, service: str, debounce_s: float,
+                     ttl_s: int) -> list[str]:
     """Schedule (or put off) the regeneration of each day this event is late for.
 
     Returns the days, as `tenant|date`, for the record task's summary.
     """
     days = late_for(client, prefix, record, int(meta["seq"]))
     for day in days:
-        _debounce(app, client, prefix, day, meta, debounce_s=debounce_s, ttl_s=ttl_s)
+        _debounce(app, client, prefix, day, meta, service=service, debounce_s=debounce_s,
+                  ttl_s=ttl_s)
     return [day.member for day in days]
 
 
@@ -98,7 +100,7 @@ def pending_key(prefix: str, member: str) -> str:
 
 
 def _debounce(app: Celery, client: redis.Redis, prefix: str, day: ReportedDay,
-              meta: dict[str, Any], *, debounce_s: float, ttl_s: int) -> None:
+              meta: dict[str, Any], *, service: str, debounce_s: float, ttl_s: int) -> None:
     client.set(due_key(prefix, day.member), repr(time.time() + debounce_s), ex=ttl_s)
     if not client.set(pending_key(prefix, day.member), meta["eventKey"], nx=True, ex=ttl_s):
         return  # one is scheduled already; it will see the later due time
@@ -112,7 +114,7 @@ def _debounce(app: Celery, client: redis.Redis, prefix: str, day: ReportedDay,
                          "routingKey": "", "traceId": meta.get("traceId")}
     try:
         app.send_task(REGENERATE_REPORT, kwargs={"event": event, "meta": regeneration_meta},
-                      task_id=task_id_for(key, REGENERATE_REPORT), countdown=debounce_s,
+                      task_id=task_id_for(service, key, REGENERATE_REPORT), countdown=debounce_s,
                       kwargsrepr=f"{{'eventKey': {key!r}}}")
     except Exception:
         # Not scheduled: let the retry of this record task schedule it.
