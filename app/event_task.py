@@ -151,7 +151,10 @@ class EventTask(celery.Task):
                 resources.state.task_deferred(key=key, task_id=self.request.id,
                                               reason=str(exc))
             deferred = {**meta, "deferrals": int(meta.get("deferrals", 0)) + 1}
-            raise self.retry(kwargs={"event": event, "meta": deferred},
+            # Args given too, as they came: with kwargs alone, Celery re-binds a
+            # chained task's upstream result to the first parameter of `run`.
+            raise self.retry(args=tuple(self.request.args or ()),
+                             kwargs={"event": event, "meta": deferred},
                              countdown=exc.countdown_s, max_retries=None) from None
         except Exception as exc:  # every error is classified here, none is lost
             translated = translate(exc)

@@ -175,3 +175,28 @@ def test_when_the_report_fails_the_email_after_it_is_recorded_as_not_run(
         assert smtp.received == []
     finally:
         run.close()
+
+
+def test_a_report_chained_after_the_forecast_can_defer_and_still_run(tmp_path: Path) -> None:
+    """An earlier event that never finishes: the forecast waits out REPORT_WAIT_S, then the
+    report (chained after it) waits too; its deferral must keep the forecast's result and
+    its own arguments."""
+    require_services()
+    run = ServiceRun(tmp_path, extra_env={"REPORT_WAIT_S": "3"})
+    try:
+        run.tap_completions()
+        run.start()
+        run.replay(write_recording(tmp_path / "day.jsonl", CALLS))
+        run.wait_until_done(events=len(CALLS))
+        run.redis.zadd(run.state.keys.inflight, {"stuck-earlier-event": 0})
+        run.replay(write_recording(tmp_path / "rollover.jsonl", [rollover("tenant-acme")]))
+        path = run.reports_dir / "tenant-acme" / f"{DATE}.json"
+        run.wait_for(path.exists, 90, "the report, after its wait")
+        assert json.loads(path.read_text())["calls"] == 2
+        run.wait_for(lambda: any(c.routing_key == "task.succeeded.reports.daily_report"
+                                 for c in run.read_completions()), 30, "its completion event")
+        history = run.state.lookup(f"day.rolled_over:tenant-acme:{DATE}")["history"]
+        waited = {entry["taskId"] for entry in history if entry["state"] == "waiting"}
+        assert len(waited) >= 3, history  # forecast, clean-up and the report each waited
+    finally:
+        run.close()
