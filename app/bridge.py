@@ -106,6 +106,7 @@ class Bridge:
         self._inbox: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._retired: list[AbstractChannel] = []  # see _consume_on_fresh_channel
         self._faults = parse_faults(settings.fault_injection)
         # Redelivered messages are handled one at a time (see _handle).
         self._suspect_lock = asyncio.Lock()
@@ -256,7 +257,7 @@ class Bridge:
         await self._turnstile.pass_turn(ticket)
         if not claim.is_new:
             bound.info(f"{claim.outcome} event acknowledged", existing_state=claim.existing_state)
-            await message.ack()
+            await self._ack_processed(message, bound)
             return
 
         meta = {"eventKey": event.key, "eventType": event.event_type,
@@ -268,7 +269,7 @@ class Bridge:
         # One message per chain: the tasks chained after its first travel in it.
         await asyncio.gather(*(self._publish_task(chain, event, meta) for chain in chains))
         await self._state.mark_queued(event.key, task_ids, sent_at)
-        await message.ack()
+        await self._ack_processed(message, bound)
         self.processed += 1
         bound.debug("event queued", task_ids=task_ids, seq=claim.seq)
 
@@ -330,7 +331,7 @@ class Bridge:
             await self._state.mark_parked(key, reason, detail, message.routing_key or "")
         except TransientError as exc:
             log.warning("parked message not recorded in state", event_key=key, error=str(exc))
-        await message.ack()
+        await self._settle(message.ack())  # if it fails, the redelivery is parked again
 
     async def _watch_inbox(self) -> None:
         """Every few seconds, make sure the inbox exists and we consume it.
@@ -347,6 +348,7 @@ class Bridge:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             if self._connection is None or self._connection.is_closed:
                 continue  # the robust connection is reconnecting
+            await self._close_retired()
             try:
                 if await asyncio.wait_for(self._inbox_consumed(), WATCHDOG_TIMEOUT_S):
                     failed_repairs = 0
@@ -367,21 +369,34 @@ class Bridge:
                     return
 
     async def _consume_on_fresh_channel(self) -> None:
-        """Consume the inbox on a new channel, and close the old one.
+        """Consume the inbox on a new channel; retire the old one.
 
         The old channel may be in the middle of aio-pika's own consumer
-        recovery; a new one starts clean. Messages still unacknowledged on
-        the old channel are redelivered by the broker when it closes.
+        recovery; a new one starts clean. The old consumer is cancelled, so
+        that aio-pika does not restore it beside the new one, but the old
+        channel stays open while events taken from it are in hand (closing
+        it would make their acks fail); `_close_retired` closes it later.
         """
         assert self._connection is not None  # set in start()
-        old = self._consume_channel
+        old_channel, old_inbox, old_tag = self._consume_channel, self._inbox, self._consumer_tag
+        if old_inbox is not None and old_tag is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old_inbox.cancel(old_tag), WATCHDOG_TIMEOUT_S)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self.settings.prefetch_count)
         self._consume_channel = channel
+        if old_channel is not None:
+            self._retired.append(old_channel)
         await self._consume_inbox()
-        if old is not None:
+
+    async def _close_retired(self) -> None:
+        """Close the channels retired by repairs, once no event is in hand."""
+        if not self._retired or self._in_flight:
+            return
+        retired, self._retired = self._retired, []
+        for channel in retired:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.close(), WATCHDOG_TIMEOUT_S)
+                await asyncio.wait_for(channel.close(), WATCHDOG_TIMEOUT_S)
 
     async def watchdog_gave_up(self) -> None:
         """Returns when the inbox watchdog has given up (never, while it is fine)."""
@@ -400,6 +415,17 @@ class Bridge:
                 await probe.close()
         underlay: Any = await self._consume_channel.get_underlay_channel()
         return self._consumer_tag in underlay.consumers
+
+    @staticmethod
+    async def _ack_processed(message: AbstractIncomingMessage, bound: Any) -> None:
+        """Ack an event whose work is done. If the ack cannot be sent (its
+        channel is gone), the broker redelivers the event, and its claim then
+        says it was handled: nothing to park, nothing to redo."""
+        try:
+            await message.ack()
+        except Exception as exc:
+            bound.warning("ack failed; the broker will redeliver the event, "
+                          "which is then recognised as handled", error=str(translate(exc)))
 
     @staticmethod
     async def _settle(operation: Any) -> None:

@@ -215,7 +215,7 @@ def test_sigterm_stops_the_bridge_cleanly_and_nothing_is_lost(service_run: Servi
     assert "bridge stopped" in service_run.log_text()
 
 
-def test_a_repair_consumes_on_a_fresh_channel_and_closes_the_old_one(tmp_path: Path) -> None:
+def test_a_repair_consumes_on_a_fresh_channel_and_retires_the_old_one(tmp_path: Path) -> None:
     require_services()
     run = ServiceRun(tmp_path)
     inbox = run.settings.queue_name("inbox")
@@ -227,10 +227,12 @@ def test_a_repair_consumes_on_a_fresh_channel_and_closes_the_old_one(tmp_path: P
             old = bridge._consume_channel
             assert old is not None
             await bridge._consume_on_fresh_channel()
-            assert old.is_closed
             assert bridge._consume_channel is not old
             assert await bridge._inbox_consumed()
-            assert run.consumers(inbox) == 1
+            assert run.consumers(inbox) == 1  # the old consumer was cancelled
+            assert not old.is_closed  # retired: closed once no event is in hand
+            await bridge._close_retired()
+            assert old.is_closed
         finally:
             await bridge.stop()
 
