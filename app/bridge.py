@@ -36,7 +36,7 @@ from app.celery_app import create_celery_app, task_exchange_name, task_queue_nam
 from app.errors import BrokerRefused, ConfigError, ParkMessage, TransientError, translate
 from app.faults import crash_if_marked, parse_faults
 from app.inbound import InboundEvent, decode_event, raw_key
-from app.parked_queue import HEADER_REPLAYS
+from app.parked_queue import HEADER_REPLAYED_FROM, HEADER_REPLAYS, text_header
 from app.parking import park
 from app.settings import Settings, redact_url
 from app.state import AsyncStateStore, Claim, utc_now
@@ -260,6 +260,7 @@ class Bridge:
             await self._ack_processed(message, bound)
             return
 
+        await self._note_replayed_as(message, event.key, bound)
         meta = {"eventKey": event.key, "eventType": event.event_type,
                 "routingKey": event.routing_key, "traceId": event.trace_id, "seq": claim.seq}
         chains = plan_tasks(self.settings.service_name, event.event_type, event.key,
@@ -328,7 +329,8 @@ class Bridge:
             return
         try:
             assert self._state is not None
-            await self._state.mark_parked(key, reason, detail, message.routing_key or "")
+            await self._state.mark_parked(key, reason, detail, message.routing_key or "",
+                                          replays=_replays(message))
         except TransientError as exc:
             log.warning("parked message not recorded in state", event_key=key, error=str(exc))
         await self._settle(message.ack())  # if it fails, the redelivery is parked again
@@ -415,6 +417,20 @@ class Bridge:
                 await probe.close()
         underlay: Any = await self._consume_channel.get_underlay_channel()
         return self._consumer_tag in underlay.consumers
+
+    async def _note_replayed_as(self, message: AbstractIncomingMessage, key: str,
+                                bound: Any) -> None:
+        """A re-published parked message taken under another key than the one it
+        was parked under: say so in the parked key's state."""
+        parked_key = text_header(message.headers or {}, HEADER_REPLAYED_FROM)
+        if not parked_key or parked_key == key:
+            return
+        assert self._state is not None  # set in start()
+        try:
+            await self._state.note_replayed_as(parked_key, key)
+        except TransientError as exc:  # a note only; the event goes on
+            bound.warning("could not note the replay in the parked key's state",
+                          parked_key=parked_key, error=str(exc))
 
     @staticmethod
     async def _ack_processed(message: AbstractIncomingMessage, bound: Any) -> None:

@@ -13,8 +13,7 @@ import redis
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from app.errors import BrokerUnavailable, ParkMessage, TransientError, translate
-from app.inbound import decode_event, raw_key
+from app.errors import BrokerUnavailable, TransientError, translate
 from app.parking import (
     HEADER_DETAIL,
     HEADER_EVENT_KEY,
@@ -31,8 +30,9 @@ from app.state import StateStore, utc_now
 log = structlog.get_logger(__name__)
 
 HEADER_REPLAYS = "x-parked-replays"
+HEADER_REPLAYED_FROM = "x-parked-event-key"
 _PARKING_HEADERS = {HEADER_DETAIL, HEADER_EVENT_KEY, HEADER_EXCHANGE, HEADER_PARKED_AT,
-                    HEADER_REASON, HEADER_ROUTING_KEY, HEADER_MESSAGE_ID}
+                    HEADER_REASON, HEADER_ROUTING_KEY, HEADER_MESSAGE_ID, HEADER_REPLAYED_FROM}
 
 
 async def _connect(settings: Settings) -> aio_pika.abc.AbstractConnection:
@@ -51,13 +51,17 @@ async def _drain(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
     return messages
 
 
+def text_header(headers: dict[str, Any], name: str) -> str:
+    value = headers.get(name, "")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
     """A parked message as the operator sees it."""
     headers = message.headers or {}
 
     def text(name: str) -> str:
-        value = headers.get(name, "")
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return text_header(headers, name)
 
     return {
         "eventKey": text(HEADER_EVENT_KEY),
@@ -107,8 +111,7 @@ async def replay_parked(settings: Settings, *, reason: str | None = None,
                                   routing_key=info["routingKey"], body=message.body,
                                   properties=properties, declare_topic=False)
                 if state is not None and info["eventKey"]:
-                    _note_replayed(state, info, at=published_at, new_key=key_on_arrival(
-                        settings, message, info, properties["message_id"]))
+                    _note_replayed(state, info, at=published_at)
                 await message.ack()
                 moved += 1
     if state is not None:
@@ -116,10 +119,9 @@ async def replay_parked(settings: Settings, *, reason: str | None = None,
     return moved, kept
 
 
-def _note_replayed(state: StateStore, info: dict[str, Any], *, at: str, new_key: str) -> None:
+def _note_replayed(state: StateStore, info: dict[str, Any], *, at: str) -> None:
     try:
-        state.note_replayed(info["eventKey"], replays=info["replays"] + 1, new_key=new_key,
-                            at=at)
+        state.note_replayed(info["eventKey"], replays=info["replays"] + 1, at=at)
     except TransientError as exc:  # the message is re-published all the same
         log.warning("parked replay: state not updated", event_key=info["eventKey"],
                     error=str(exc))
@@ -138,19 +140,6 @@ def _state_store(settings: Settings) -> StateStore | None:
     return StateStore(client, settings.redis_prefix, settings.state_ttl_s)
 
 
-def key_on_arrival(settings: Settings, message: AbstractIncomingMessage, info: dict[str, Any],
-                   message_id: str | None) -> str:
-    """The event key the bridge will give the re-published message: its natural key if
-    it is valid now (say, after a fix), else its message id or body digest, as when it
-    was parked."""
-    try:
-        return decode_event(message.body, routing_key=info["routingKey"],
-                            content_type=message.content_type, message_id=message_id or None,
-                            max_body_bytes=settings.max_body_bytes).key
-    except ParkMessage:
-        return message_id or raw_key(message.body)
-
-
 def original_properties(message: AbstractIncomingMessage, replays: int) -> dict[str, Any]:
     headers = dict(message.headers or {})
     original_id = headers.get(HEADER_MESSAGE_ID)
@@ -158,6 +147,9 @@ def original_properties(message: AbstractIncomingMessage, replays: int) -> dict[
         original_id = original_id.decode()
     headers = {name: value for name, value in headers.items() if name not in _PARKING_HEADERS}
     headers[HEADER_REPLAYS] = replays
+    # The key it was parked under: if the bridge now knows it by another key
+    # (it is valid now), it says so in that key's state (`replayedAs`).
+    headers[HEADER_REPLAYED_FROM] = text_header(message.headers or {}, HEADER_EVENT_KEY)
     return {
         "headers": headers,
         "content_type": message.content_type,

@@ -93,27 +93,46 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: event, history   ARGV: now, replays, replayedAs ("" when the same key), ttl
+# KEYS: event, history   ARGV: now, replays, ttl
 # A parked event re-published by `parked replay`: its state stays as it is
-# (the bridge's claim decides what happens next), its history says when and
-# under which key it was re-published. Unknown keys are left unknown.
+# (the bridge's claim decides what happens next); its history says when it
+# was re-published. Unknown keys are left unknown.
 _REPLAYED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'replays', ARGV[2])
-local entry = {at=ARGV[1], state='replayed', replay=tonumber(ARGV[2])}
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'replayedAs', ARGV[3])
-  entry['as'] = ARGV[3]
-end
-redis.call('RPUSH', KEYS[2], cjson.encode(entry))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='replayed',
+  replay=tonumber(ARGV[2])}))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: event, history   ARGV: now, reason, detail, ttl, routingKey
+# KEYS: event, history   ARGV: now, newKey, ttl
+# The bridge took a re-published parked message under another key (it is
+# valid now, so its natural key applies): the parked key says which.
+_REPLAYED_AS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'replayedAs', ARGV[2])
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='replayedAs', as=ARGV[2]}))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: event, history   ARGV: now, reason, detail, ttl, routingKey, replays
+# A message re-published by `parked replay` (replays > 0) and parked again is
+# recorded as parked again, not as a duplicate.
 _PARKED = """
 local state = redis.call('HGET', KEYS[1], 'state')
+local replays = tonumber(ARGV[6] or 0)
+if state == 'parked' and replays > 0 then
+  redis.call('HSET', KEYS[1], 'lastError', ARGV[2] .. ': ' .. ARGV[3], 'updatedAt', ARGV[1])
+  redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='parked', reason=ARGV[2],
+    replay=replays}))
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  return 1
+end
 if state and state ~= 'received' then
   redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
   redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='duplicate', reason=ARGV[2]}))
@@ -266,6 +285,7 @@ class AsyncStateStore:
         self._claim = client.register_script(_CLAIM)
         self._queued = client.register_script(_QUEUED)
         self._parked = client.register_script(_PARKED)
+        self._replayed_as = client.register_script(_REPLAYED_AS)
 
     async def claim(
         self, *, key: str, event_type: str, routing_key: str, trace_id: str | None,
@@ -303,10 +323,16 @@ class AsyncStateStore:
         keys = [self.keys.event(key), self.keys.history(key)]
         await self._run(self._queued, keys, [sent_at, json.dumps(task_ids), self.ttl_s])
 
-    async def mark_parked(self, key: str, reason: str, detail: str, routing_key: str) -> None:
+    async def mark_parked(self, key: str, reason: str, detail: str, routing_key: str,
+                          replays: int = 0) -> None:
         keys = [self.keys.event(key), self.keys.history(key)]
         await self._run(self._parked, keys, [utc_now(), reason, detail[:500], self.ttl_s,
-                                             routing_key])
+                                             routing_key, replays])
+
+    async def note_replayed_as(self, parked_key: str, new_key: str) -> None:
+        """The re-published message parked under `parked_key` is now known as `new_key`."""
+        keys = [self.keys.event(parked_key), self.keys.history(parked_key)]
+        await self._run(self._replayed_as, keys, [utc_now(), new_key, self.ttl_s])
 
     async def _run(self, script: Any, keys: list[str], argv: list[Any]) -> Any:
         try:
@@ -367,13 +393,11 @@ class StateStore:
         keys = [self.keys.event(key), self.keys.history(key)]
         self._run(self._parked, keys, [utc_now(), reason, detail[:500], self.ttl_s, routing_key])
 
-    def note_replayed(self, key: str, *, replays: int, new_key: str, at: str) -> bool:
-        """Say in a parked event's state that it was re-published (replay number
-        `replays`), and under which key the bridge will know it if that differs.
-        Returns False when the key is unknown (its state expired)."""
+    def note_replayed(self, key: str, *, replays: int, at: str) -> bool:
+        """Say in a parked event's state that it was re-published at `at` (replay
+        number `replays`). Returns False when the key is unknown (its state expired)."""
         keys = [self.keys.event(key), self.keys.history(key)]
-        argv = [at, replays, "" if new_key == key else new_key, self.ttl_s]
-        return bool(self._run(self._replayed, keys, argv))
+        return bool(self._run(self._replayed, keys, [at, replays, self.ttl_s]))
 
     def task_result(self, task_id: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.keys.task(task_id), "result")

@@ -97,6 +97,12 @@ def test_a_parked_message_replayed_after_the_cause_is_fixed_is_processed_once(
     entry = json.loads(task_service.cli("parked", "list", "--json").stdout)
     assert entry["replays"] == 1 and entry["reason"] == "type_mismatch"
     assert task_service.arrived() == 0
+    # Its state says parked, re-published, parked again: not a duplicate.
+    record = task_service.state.lookup(entry["eventKey"])
+    assert record["state"] == "parked" and record["duplicates"] == 0
+    assert "replayedAs" not in record
+    assert [(step["state"], step.get("replay")) for step in record["history"]] == [
+        ("parked", None), ("replayed", 1), ("parked", 1)]
 
 
 def test_a_message_too_large_then_allowed_is_processed_once_and_its_parked_key_says_so(
@@ -127,8 +133,10 @@ def test_a_message_too_large_then_allowed_is_processed_once_and_its_parked_key_s
 
     record = run.state.lookup(parked_key)
     assert record["state"] == "parked"  # what happened to those bytes then
-    assert record["replayedAs"] == "call.ended:c-big"
-    assert record["history"][-1] | {"at": None} == {
-        "at": None, "state": "replayed", "replay": 1, "as": "call.ended:c-big"}
+    assert record["replays"] == 1
+    assert record["replayedAs"] == "call.ended:c-big"  # said by the bridge that took it
+    assert [(entry["state"], entry.get("replay"), entry.get("as"))
+            for entry in record["history"]] == [
+        ("parked", None, None), ("replayed", 1, None), ("replayedAs", None, "call.ended:c-big")]
     shown = run.cli("status", parked_key).stdout
     assert "replayedAs: call.ended:c-big" in shown and "  replayed  (" in shown
