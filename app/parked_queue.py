@@ -73,7 +73,9 @@ def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
         "replays": int(str(headers.get(HEADER_REPLAYS) or 0)),
         "bodyBytes": len(message.body),
         "contentType": message.content_type,
-        "messageId": message.message_id,
+        # aiormq gave the parked copy a message id if it had none: show the original.
+        "messageId": (text(HEADER_MESSAGE_ID) or None) if HEADER_MESSAGE_ID in headers
+        else message.message_id,
     }
 
 

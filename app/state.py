@@ -66,6 +66,7 @@ if state and not replayed then
 end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ttl)
+if replayed then redis.call('HDEL', KEYS[1], 'lastError') end  -- that was the parked copy's
 redis.call('HSET', KEYS[1], 'state', 'received', 'eventType', ARGV[2], 'routingKey', ARGV[3],
   'traceId', ARGV[4], 'seq', seq, 'tasksTotal', ARGV[8], 'tasksSucceeded', 0,
   'tasksFailed', 0, 'receivedAt', ARGV[1], 'updatedAt', ARGV[1], 'generation', generation)

@@ -117,8 +117,10 @@ def test_a_message_too_large_then_allowed_is_processed_once_and_its_parked_key_s
     assert run.cli("publish", "call.ended", body.decode()).returncode == 0
     parked = run.settings.queue_name("parked")
     run.wait_for(lambda: run.message_count(parked) == 1, 60, "1 parked")
-    parked_key = json.loads(run.cli("parked", "list", "--json").stdout)["eventKey"]
+    listed = json.loads(run.cli("parked", "list", "--json").stdout)
+    parked_key = listed["eventKey"]
     assert parked_key == raw_key(body)
+    assert listed["messageId"] is None  # published without one
     assert run.state.lookup(parked_key)["state"] == "parked"
 
     # The limit is raised (the fix), and the parked message re-published.

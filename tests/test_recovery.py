@@ -195,6 +195,9 @@ def test_transient_errors_retry_then_fail_park_and_replay_once_fixed(
     replayed = run.cli("parked", "replay", "--reason", "max_attempts")
     assert "re-published 1" in replayed.stdout, replayed.stderr
     run.wait_for(lambda: state_of(run, key) == "succeeded", 60, "the replayed event")
+    record = run.state.lookup(key)
+    assert "lastError" not in record and "replayedAs" not in record  # same key, fixed
+    assert record["replays"] == 1
     assert run.cli("parked", "replay").stdout.startswith("re-published 0")
     succeeded = [c for c in run.read_completions() if c.routing_key.startswith("task.succ")]
     assert len(succeeded) == 1
