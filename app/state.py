@@ -94,29 +94,17 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: event, history   ARGV: now, replays, ttl
-# A parked event re-published by `parked replay`: its state stays as it is
-# (the bridge's claim decides what happens next); its history says when it
-# was re-published. Unknown keys are left unknown.
-_REPLAYED = """
+# KEYS: event, history   ARGV: field, value, history entry (JSON), ttl
+# A note on a known event key (unknown keys stay unknown): one field set and
+# one history entry, for a parked event re-published by `parked replay`
+# (`replays`) and for the key the bridge then took it under (`replayedAs`).
+# Its state stays as it is: the bridge's claim decides what happens next.
+_NOTE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'replays', ARGV[2])
-redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='replayed',
-  replay=tonumber(ARGV[2])}))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
-# KEYS: event, history   ARGV: now, newKey, ttl
-# The bridge took a re-published parked message under another key (it is
-# valid now, so its natural key applies): the parked key says which.
-_REPLAYED_AS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'replayedAs', ARGV[2])
-redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[1], state='replayedAs', as=ARGV[2]}))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -286,7 +274,7 @@ class AsyncStateStore:
         self._claim = client.register_script(_CLAIM)
         self._queued = client.register_script(_QUEUED)
         self._parked = client.register_script(_PARKED)
-        self._replayed_as = client.register_script(_REPLAYED_AS)
+        self._note = client.register_script(_NOTE)
 
     async def claim(
         self, *, key: str, event_type: str, routing_key: str, trace_id: str | None,
@@ -333,7 +321,8 @@ class AsyncStateStore:
     async def note_replayed_as(self, parked_key: str, new_key: str) -> None:
         """The re-published message parked under `parked_key` is now known as `new_key`."""
         keys = [self.keys.event(parked_key), self.keys.history(parked_key)]
-        await self._run(self._replayed_as, keys, [utc_now(), new_key, self.ttl_s])
+        entry = {"at": utc_now(), "state": "replayedAs", "as": new_key}
+        await self._run(self._note, keys, ["replayedAs", new_key, json.dumps(entry), self.ttl_s])
 
     async def _run(self, script: Any, keys: list[str], argv: list[Any]) -> Any:
         try:
@@ -354,7 +343,7 @@ class StateStore:
         self._finished = client.register_script(_TASK_FINISHED)
         self._deferred = client.register_script(_TASK_DEFERRED)
         self._parked = client.register_script(_PARKED)
-        self._replayed = client.register_script(_REPLAYED)
+        self._note = client.register_script(_NOTE)
 
     def task_started(
         self, *, key: str, task_id: str, task_name: str, attempt: int
@@ -398,7 +387,9 @@ class StateStore:
         """Say in a parked event's state that it was re-published at `at` (replay
         number `replays`). Returns False when the key is unknown (its state expired)."""
         keys = [self.keys.event(key), self.keys.history(key)]
-        return bool(self._run(self._replayed, keys, [at, replays, self.ttl_s]))
+        entry = {"at": at, "state": "replayed", "replay": replays}
+        return bool(self._run(self._note, keys, ["replays", replays, json.dumps(entry),
+                                                 self.ttl_s]))
 
     def task_result(self, task_id: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.keys.task(task_id), "result")

@@ -82,43 +82,43 @@ def squat_inbox(run: ServiceRun, squatter: kombu.Connection) -> Any:
     pytest.fail("could not take the inbox's name")
 
 
-def test_an_inbox_held_away_for_a_while_is_consumed_again_once_free(tmp_path: Path) -> None:
-    require_services()
-    run = ServiceRun(tmp_path)
-    inbox = run.settings.queue_name("inbox")
-    squatter = kombu.Connection(run.settings.rabbitmq_url, connect_timeout=10)
+@pytest.fixture
+def squatter(service_run: ServiceRun):
+    """Another connection, to take the inbox's name away from the bridge."""
+    connection = kombu.Connection(service_run.settings.rabbitmq_url, connect_timeout=10)
     try:
-        run.start()
-        channel = squat_inbox(run, squatter)
-        time.sleep(8)  # at least one watchdog round fails
-        channel.queue_delete(inbox)
-        run.wait_for(lambda: run.consumers(inbox) == 1, 45, "inbox consumed again")
-        publish_ended(run, "after-squat")
-        run.wait_for(lambda: state_of(run, "call.ended:after-squat") == "succeeded",
-                     60, "the event to succeed")
-        time.sleep(6)  # a second round of recovery must not add a second consumer
-        assert run.consumers(inbox) == 1
-        assert "inbox check or repair failed" in run.log_path.read_text()
+        yield connection
     finally:
-        squatter.release()
-        run.close()
+        connection.release()
 
 
-def test_a_bridge_that_cannot_consume_its_inbox_again_exits_non_zero(tmp_path: Path) -> None:
-    require_services()
-    run = ServiceRun(tmp_path)
-    inbox = run.settings.queue_name("inbox")
-    squatter = kombu.Connection(run.settings.rabbitmq_url, connect_timeout=10)
-    try:
-        bridge = run.start_component("bridge")
-        run.wait_for(lambda: run.consumers(inbox) == 1, 60, "the bridge consuming")
-        squat_inbox(run, squatter)
-        run.wait_for(lambda: bridge.poll() is not None, 150, "the bridge to give up")
-        assert bridge.returncode == 1
-        assert "inbox cannot be consumed again" in run.log_path.read_text()
-    finally:
-        squatter.release()
-        run.close()
+def test_an_inbox_held_away_for_a_while_is_consumed_again_once_free(
+    service_run: ServiceRun, squatter: kombu.Connection,
+) -> None:
+    run, inbox = service_run, service_run.settings.queue_name("inbox")
+    run.start()
+    channel = squat_inbox(run, squatter)
+    time.sleep(8)  # at least one watchdog round fails
+    channel.queue_delete(inbox)
+    run.wait_for(lambda: run.consumers(inbox) == 1, 45, "inbox consumed again")
+    publish_ended(run, "after-squat")
+    run.wait_for(lambda: state_of(run, "call.ended:after-squat") == "succeeded",
+                 60, "the event to succeed")
+    time.sleep(6)  # a second round of recovery must not add a second consumer
+    assert run.consumers(inbox) == 1
+    assert "inbox check or repair failed" in run.log_path.read_text()
+
+
+def test_a_bridge_that_cannot_consume_its_inbox_again_exits_non_zero(
+    service_run: ServiceRun, squatter: kombu.Connection,
+) -> None:
+    run, inbox = service_run, service_run.settings.queue_name("inbox")
+    bridge = run.start_component("bridge")
+    run.wait_for(lambda: run.consumers(inbox) == 1, 60, "the bridge consuming")
+    squat_inbox(run, squatter)
+    run.wait_for(lambda: bridge.poll() is not None, 150, "the bridge to give up")
+    assert bridge.returncode == 1
+    assert "inbox cannot be consumed again" in run.log_path.read_text()
 
 
 @pytest.mark.parametrize("run_with_faults", ["bridge_exit_on=POISON-BRIDGE"], indirect=True)
