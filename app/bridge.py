@@ -42,7 +42,7 @@ from app.settings import Settings, redact_url
 from app.state import AsyncStateStore, Claim, utc_now
 from app.task_messages import PlannedTask, build_task_message, plan_tasks
 from app.turnstile import Turnstile
-from handlers.routes import ROUTES, TASK_QUEUES
+from handlers.routes import ROUTES, TASK_QUEUES, chains_of
 
 log = structlog.get_logger(__name__)
 
@@ -247,8 +247,7 @@ class Bridge:
         assert self._state is not None  # set in start()
         bound = log.bind(event_key=event.key, routing_key=event.routing_key,
                          trace_id=event.trace_id)
-        tasks_total = sum(len(chain) for chain in plan_tasks(self.settings.service_name,
-                                                                event.event_type, event.key))
+        tasks_total = sum(len(chain) for chain in chains_of(event.event_type))
         await self._turnstile.wait_turn(ticket)
         claim = await self._claim_holding_turn(
             key=event.key, event_type=event.event_type, routing_key=event.routing_key,

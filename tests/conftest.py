@@ -96,11 +96,8 @@ def cli(*args: str, env: dict[str, str] | None = None, input_text: str | None = 
 @pytest.fixture
 def smtp() -> Iterator[LocalSmtpServer]:
     """A real SMTP server in this process; what it received is in `.received`."""
-    server = LocalSmtpServer().start()
-    try:
+    with LocalSmtpServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

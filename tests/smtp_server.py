@@ -78,6 +78,12 @@ class LocalSmtpServer:
             self._controller.stop()
             self._controller = None
 
+    def __enter__(self) -> LocalSmtpServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
 
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on (at the time of asking)."""

@@ -106,11 +106,9 @@ def _valid_event_count(lines: list[dict[str, Any]]) -> int:
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[LocalSmtpServer]:
-    server = LocalSmtpServer().start()
-    try:
+    """The conftest fixture's server, for the whole module (the day runs once)."""
+    with LocalSmtpServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import kombu
 import pytest
@@ -25,6 +26,15 @@ def exchange() -> str:
         connection.default_channel.exchange_delete(name)
 
 
+def tap(channel: Any, exchange: str, pattern: str) -> str:
+    """Declare `exchange` and a queue bound to it with `pattern`; return the queue."""
+    queue = f"{exchange}.tap"
+    channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+    channel.queue_declare(queue, auto_delete=False)
+    channel.queue_bind(queue, exchange, pattern)
+    return queue
+
+
 def completion() -> CompletionEvent:
     return CompletionEvent(event_type="task.succeeded", event_id=str(uuid.uuid4()),
                            timestamp="2026-12-02T10:00:00Z", trace_id=None, task_id="t",
@@ -44,12 +54,9 @@ def test_unroutable_completion_event_is_detected_and_counted(exchange: str) -> N
 
 
 def test_routable_completion_event_is_delivered_as_json(exchange: str) -> None:
-    queue = f"{exchange}.tap"
     with kombu.Connection(URL) as connection:
         channel = connection.default_channel
-        channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
-        channel.queue_declare(queue, auto_delete=False)
-        channel.queue_bind(queue, exchange, "task.#")
+        queue = tap(channel, exchange, "task.#")
         event = completion()
         with ConfirmedPublisher(URL, 5) as confirmed:
             publisher = CompletionPublisher(confirmed, exchange)
@@ -64,12 +71,9 @@ def test_routable_completion_event_is_delivered_as_json(exchange: str) -> None:
 
 
 def test_message_without_message_id_reaches_the_broker_without_one(exchange: str) -> None:
-    queue = f"{exchange}.tap"
     with kombu.Connection(URL) as connection:
         channel = connection.default_channel
-        channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
-        channel.queue_declare(queue, auto_delete=False)
-        channel.queue_bind(queue, exchange, "#")
+        queue = tap(channel, exchange, "#")
         with ConfirmedPublisher(URL, 5) as publisher:
             publisher.publish(exchange=exchange, routing_key="call.ended", body=b"\xff\x00",
                               properties={"content_type": "application/json"})
